@@ -1,0 +1,81 @@
+"""What every block kind provides, and the arithmetic they share (shapes, parameters, MACs).
+
+A block kind is one file under ``xception_build/blocks/``: its spec schema (a pydantic model),
+a ``plan`` step that works out channels, shapes, parameters and MACs with no tensors, and a
+``build`` step that turns that plan into modules. Registering it in ``blocks/__init__.py`` is
+all it takes for specs, the planner and the builder to know it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, NoReturn, Protocol
+
+from pydantic import BaseModel
+from torch import nn
+
+from ..options import ResolvedOptions
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Channels, height, width of one image's activation."""
+
+    channels: int
+    height: int
+    width: int
+
+    def as_tuple(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def __str__(self) -> str:
+        return f"{self.channels}x{self.height}x{self.width}"
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """A block kind's answer to planning: its build config and its static costs."""
+
+    config: Any  # a frozen dataclass of the kind's own; `build` receives it back
+    out_shape: Shape
+    params: int
+    macs: int
+
+
+class PlanContext(Protocol):
+    """What the planner offers a block kind while it plans one block."""
+
+    spec_path: str
+
+    def scale_channels(self, channels: int) -> int: ...
+
+    def fail(self, message: str, field: str | None = None, hint: str | None = None) -> NoReturn: ...
+
+
+class BlockKind(Protocol):
+    name: str
+    spec_model: type[BaseModel]
+    plan: Callable[[Any, ResolvedOptions, Shape, PlanContext], BlockPlan]
+    build: Callable[[Any], nn.Module]
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def conv_costs(in_shape: Shape, out_channels: int, kernel: int, stride: int, padding: int,
+               groups: int = 1, bias: bool = False) -> tuple[Shape, int, int]:
+    """Output shape, parameters and multiply-accumulates of one 2-D convolution."""
+    height = conv_output_size(in_shape.height, kernel, stride, padding)
+    width = conv_output_size(in_shape.width, kernel, stride, padding)
+    out = Shape(out_channels, height, width)
+    weights = out_channels * (in_shape.channels // groups) * kernel * kernel
+    params = weights + (out_channels if bias else 0)
+    macs = weights * max(height, 0) * max(width, 0)
+    return out, params, macs
+
+
+def norm_params(channels: int) -> int:
+    """Trainable parameters of a BatchNorm (weight and bias; running stats are buffers)."""
+    return 2 * channels

@@ -1,0 +1,69 @@
+"""Small single-concern modules the block kinds are assembled from.
+
+Kept free of spec logic: a layer takes numbers and names, never a spec object, so block kinds
+stay the only place that knows how a spec option turns into modules.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+_ACTIVATION_FACTORIES: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU, "relu6": nn.ReLU6, "elu": nn.ELU, "silu": nn.SiLU, "gelu": nn.GELU,
+}
+
+
+def make_activation(kind: str, *, inplace: bool) -> nn.Module | None:
+    """An activation module, or ``None`` for ``none`` (nothing is inserted at all).
+
+    ``inplace`` is a request: GELU has no in-place form. Callers pass ``inplace=False`` where the
+    input tensor is read again (a shortcut taken from the block input).
+    """
+    if kind == "none":
+        return None
+    factory = _ACTIVATION_FACTORIES[kind]
+    if kind == "gelu":
+        return factory()
+    return factory(inplace=inplace)
+
+
+def make_norm(channels: int, eps: float, momentum: float) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+
+
+class NamedSequential(nn.Sequential):
+    """A Sequential built from (name, module) pairs, skipping ``None`` entries, so module names
+    say what a layer is (``dw``, ``pw_norm``) rather than a position."""
+
+    def __init__(self, layers: list[tuple[str, nn.Module | None]]) -> None:
+        super().__init__(OrderedDict((name, module) for name, module in layers if module is not None))
+
+
+class ResidualBlock(nn.Module):
+    """``main(x) + shortcut(x)``, optionally after a shared pre-activation.
+
+    ``shortcut`` is a module (projection), ``nn.Identity`` or ``None`` (no residual at all).
+    With ``preact`` the shortcut reads the pre-activated tensor, as in timm's ``xception41p``.
+    """
+
+    def __init__(self, main: nn.Module, shortcut: nn.Module | None,
+                 preact: nn.Module | None = None) -> None:
+        super().__init__()
+        if preact is not None:
+            self.preact = preact
+        self.main = main
+        if shortcut is not None:
+            self.shortcut = shortcut
+        self.has_preact = preact is not None
+        self.has_shortcut = shortcut is not None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.has_preact:
+            x = self.preact(x)
+        out = self.main(x)
+        if self.has_shortcut:
+            out = out + self.shortcut(x)
+        return out

@@ -1,0 +1,184 @@
+"""Resolved plan: the spec worked out into concrete blocks before any tensor exists.
+
+Planning applies the defaults cascade, the width and depth multipliers and the repeats, and
+infers every block's input and output shape, parameter count and MACs. An impossible spec
+(spatial size reaching zero, an identity shortcut across a shape change, a network with no
+layers) fails here with a ``SpecError`` pointing at the spec line, before anything is built.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from pydantic import BaseModel
+
+from .blocks import Shape, kind_of
+from .errors import SpecError
+from .options import BlockOptions, NormOverride, ResolvedOptions, resolve_options
+from .source import format_path
+from .spec import FLOWS, FlowSpec, Spec
+
+
+@dataclass(frozen=True)
+class PlannedBlock:
+    """One module of the network, with where it came from in the spec."""
+
+    module_name: str  # e.g. "middle.blocks.5": the name in model.named_modules()
+    spec_path: str  # e.g. "middle.blocks[0]": the spec entry it was built from
+    repeat: tuple[int, int]  # (copy, of copies): (6, 8) for the 6th of 8 repeats
+    flow: str
+    kind: str
+    in_shape: Shape
+    out_shape: Shape
+    params: int
+    macs: int
+    config: Any
+    line: int | None  # line of the spec entry, when known
+
+
+@dataclass(frozen=True)
+class FlowPlan:
+    name: str
+    stem: tuple[PlannedBlock, ...]
+    blocks: tuple[PlannedBlock, ...]
+    final_activation: str | None
+
+
+@dataclass(frozen=True)
+class HeadPlan:
+    in_features: int
+    pool: str
+    dropout: float
+    num_classes: int
+    params: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    input_shape: Shape
+    flows: tuple[FlowPlan, ...]
+    head: HeadPlan
+
+    @property
+    def blocks(self) -> tuple[PlannedBlock, ...]:
+        """Every planned module in forward order: stems, then blocks, flow by flow."""
+        return tuple(b for flow in self.flows for b in (*flow.stem, *flow.blocks))
+
+    @property
+    def feature_shape(self) -> Shape:
+        return self.blocks[-1].out_shape
+
+    @property
+    def num_features(self) -> int:
+        return self.feature_shape.channels
+
+    @property
+    def total_params(self) -> int:
+        return sum(b.params for b in self.blocks) + self.head.params
+
+    @property
+    def total_macs(self) -> int:
+        return sum(b.macs for b in self.blocks) + self.head.macs
+
+
+def make_divisible(value: float, divisor: int) -> int:
+    """Round to a multiple of ``divisor`` without losing more than 10 % (timm's rule)."""
+    rounded = max(divisor, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class _BlockContext:
+    """The PlanContext handed to a block kind: scaling and errors located in the spec."""
+
+    def __init__(self, spec: Spec, path: tuple[str | int, ...]) -> None:
+        self._spec = spec
+        self._path = path
+        self.spec_path = format_path(path)
+
+    def scale_channels(self, channels: int) -> int:
+        scaling = self._spec.scaling
+        if scaling.width == 1.0:
+            return channels
+        return make_divisible(channels * scaling.width, scaling.divisor)
+
+    def fail(self, message: str, field: str | None = None, hint: str | None = None) -> NoReturn:
+        path = (*self._path, field) if field else self._path
+        source = self._spec.source
+        location = source.location_of(path) if source else None
+        raise SpecError(message, location=location, spec_path=format_path(path), hint=hint)
+
+
+def _line_of(spec: Spec, path: tuple[str | int, ...]) -> int | None:
+    location = spec.source.location_of(path) if spec.source else None
+    return location.line if location else None
+
+
+def _plan_flow(spec: Spec, name: str, shape: Shape) -> tuple[FlowPlan, Shape]:
+    flow: FlowSpec = getattr(spec, name)
+    flow_repeat = flow.repeat
+    if name == "middle" and spec.scaling.depth != 1.0:
+        flow_repeat = max(1, math.ceil(flow.repeat * spec.scaling.depth))
+    planned: dict[str, list[PlannedBlock]] = {"stem": [], "blocks": []}
+    for part, entries, copies_of_list in (("stem", flow.stem, 1), ("blocks", flow.blocks, flow_repeat)):
+        for _ in range(copies_of_list):
+            for index, entry in enumerate(entries):
+                shape = _plan_entry(spec, name, part, index, entry, flow, shape, planned[part],
+                                    copies_of_list)
+    final = None
+    if flow.final_act:
+        final = resolve_options(spec.defaults, flow.defaults).activation
+        final = None if final == "none" else final
+    return FlowPlan(name, tuple(planned["stem"]), tuple(planned["blocks"]), final), shape
+
+
+def _plan_entry(spec: Spec, flow_name: str, part: str, index: int, entry: BaseModel, flow: FlowSpec,
+                shape: Shape, out: list[PlannedBlock], flow_copies: int) -> Shape:
+    path = (flow_name, part, index)
+    kind = kind_of(entry)
+    options: ResolvedOptions = resolve_options(spec.defaults, flow.defaults, _as_options(entry))
+    repeat = getattr(entry, "repeat", 1)
+    copies = repeat * flow_copies
+    for _ in range(repeat):
+        ctx = _BlockContext(spec, path)
+        result = kind.plan(entry, options, shape, ctx)
+        out.append(PlannedBlock(
+            module_name=f"{flow_name}.{part}.{len(out)}", spec_path=ctx.spec_path,
+            repeat=(sum(1 for b in out if b.spec_path == ctx.spec_path) + 1, copies),
+            flow=flow_name, kind=kind.name, in_shape=shape, out_shape=result.out_shape,
+            params=result.params, macs=result.macs, config=result.config, line=_line_of(spec, path)))
+        shape = result.out_shape
+    return shape
+
+
+def _as_options(entry: BaseModel) -> Any:
+    """Block specs that carry the shared options are themselves an options layer."""
+    if isinstance(entry, BlockOptions):
+        return entry
+    activation = getattr(entry, "activation", None)
+    norm = getattr(entry, "norm", None)
+    return BlockOptions(activation=activation, norm=norm if isinstance(norm, NormOverride) else None)
+
+
+def plan_spec(spec: Spec) -> Plan:
+    """Work out every block's shapes and costs; raise ``SpecError`` for an impossible spec."""
+    height, width = spec.input.height_width
+    shape = Shape(spec.input.channels, height, width)
+    input_shape = shape
+    flows = []
+    for name in FLOWS:
+        flow_plan, shape = _plan_flow(spec, name, shape)
+        flows.append(flow_plan)
+    if not any(flow.stem or flow.blocks for flow in flows):
+        raise SpecError("the network has no layers: entry, middle and exit are all empty",
+                        location=spec.source.root_location if spec.source else None)
+    head = spec.head
+    head_params = shape.channels * head.num_classes + head.num_classes
+    head_plan = HeadPlan(shape.channels, head.pool, head.dropout, head.num_classes, head_params,
+                         shape.channels * head.num_classes)
+    return Plan(spec.name, input_shape, tuple(flows), head_plan)

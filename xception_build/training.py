@@ -1,0 +1,397 @@
+"""One training step and a small training loop, shared by ``examples/train.py`` and ``xbuild bench --train``.
+
+Why one module for both: the bench must time exactly the step users train with (forward, loss,
+backward, optimizer step), or its figures say nothing about training. The GPU levers the issue names
+(depthwise convolutions are memory-bound, so layout, precision and fusion matter) are options of
+that one step: ``amp`` (bf16 / fp16 autocast, fp16 with a ``GradScaler``), ``channels_last`` and
+``compile`` (``torch.compile``). Every option also runs on CPU, so the GPU code paths are tested here.
+
+Data comes in three forms, each a ``torch.utils.data.Dataset`` of normalised CHW float images:
+synthetic (a learnable task made of class templates plus noise), an image folder read with Pillow,
+and the CIFAR-10 python batches already on disk (read with a restricted unpickler, see
+:func:`load_cifar10`). torchvision is deliberately not used: it pins torch versions.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from xception_build.errors import BackendUnavailable, UserError
+
+AMP_CHOICES = ("bf16", "fp16", "none")
+OPTIMIZER_CHOICES = ("sgd", "adamw")
+_AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """How a step runs. Defaults follow the paper's SGD (lr 0.045, momentum 0.9); no GPU levers on."""
+
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    optimizer: str = "sgd"
+    lr: float = 0.045
+    momentum: float = 0.9
+    weight_decay: float = 1e-5
+    label_smoothing: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_CHOICES:
+            raise UserError(f"unknown autocast precision {self.amp!r}; "
+                            f"choose one of {', '.join(AMP_CHOICES)}")
+        if self.optimizer not in OPTIMIZER_CHOICES:
+            raise UserError(f"unknown optimizer {self.optimizer!r}; "
+                            f"choose one of {', '.join(OPTIMIZER_CHOICES)}")
+
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        return _AMP_DTYPES[self.amp]
+
+    def describe(self) -> str:
+        """Short label such as ``bf16+channels_last+compile`` (``fp32`` when nothing is on)."""
+        parts = [] if self.amp == "none" else [self.amp]
+        parts += ["channels_last"] * self.channels_last + ["compile"] * self.compile
+        return "+".join(parts) or "fp32"
+
+    def with_(self, **changes: object) -> TrainOptions:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``cpu`` / ``cuda`` / ``cuda:N`` -> a device, or BackendUnavailable when CUDA is not here."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise UserError(f"unknown device {name!r}; choose cpu or cuda (cuda:N)") from exc
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"unsupported device {name!r}; choose cpu or cuda (cuda:N)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable(f"--device {name}: no CUDA device is visible to torch {torch.__version__}",
+                                 hint="use --device cpu, or run on a machine with an NVIDIA GPU")
+    return device
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock timings measure the work and not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The module under a ``torch.compile`` wrapper (what state dicts and checkpoints refer to)."""
+    inner = getattr(model, "_orig_mod", None)
+    return inner if isinstance(inner, nn.Module) else model
+
+
+def prepare_model(model: nn.Module, device: torch.device, options: TrainOptions) -> nn.Module:
+    """Move to ``device``, switch layout, and wrap in ``torch.compile`` when asked (compiles lazily)."""
+    model = model.to(device)
+    if options.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if options.compile:
+        return torch.compile(model)  # type: ignore[return-value]
+    return model
+
+
+def make_optimizer(model: nn.Module, options: TrainOptions) -> torch.optim.Optimizer:
+    # No weight decay on BN and biases (1-d tensors): the usual recipe for CNNs with BN.
+    decay = [p for p in model.parameters() if p.requires_grad and p.ndim > 1]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": options.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    if options.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=options.lr)
+    return torch.optim.SGD(groups, lr=options.lr, momentum=options.momentum, nesterov=options.momentum > 0)
+
+
+class TrainStep:
+    """Forward, loss, backward, optimizer step: one call is one step on one batch.
+
+    Returns the loss as a detached device tensor; calling ``.item()`` on it syncs, so loops that
+    care about speed read it only now and then.
+    """
+
+    def __init__(self, model: nn.Module, device: torch.device | str = "cpu",
+                 options: TrainOptions | None = None) -> None:
+        self.device = torch.device(device)
+        self.options = options or TrainOptions()
+        self.module = model.to(self.device)  # the plain module: checkpoints, evaluation
+        self.model = prepare_model(self.module, self.device, self.options)
+        self.optimizer = make_optimizer(self.module, self.options)
+        # GradScaler guards fp16 gradients against underflow; bf16 has fp32's range and needs none.
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.options.amp == "fp16")
+        self.loss_fn = nn.CrossEntropyLoss(label_smoothing=self.options.label_smoothing)
+
+    def to_input(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        if self.options.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def autocast(self) -> torch.autocast:
+        dtype = self.options.autocast_dtype
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self.model.train()
+        images = self.to_input(images)
+        labels = labels.to(self.device, non_blocking=True)
+        with self.autocast():
+            logits = self.model(images)
+        loss = self.loss_fn(logits.float(), labels)  # loss in fp32 whatever the autocast dtype
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return loss.detach()
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> tuple[float, int]:
+        """Top-1 accuracy (0..1) and the number of images, in eval mode with the step's autocast."""
+        self.model.eval()
+        correct = total = 0
+        for images, labels in batches:
+            with self.autocast():
+                logits = self.model(self.to_input(images))
+            correct += int((logits.argmax(1).cpu() == labels).sum())
+            total += int(labels.numel())
+        return (correct / total if total else 0.0), total
+
+    def save(self, path: str | Path) -> Path:
+        """Safetensors checkpoint of the plain module, as ``xbuild export --weights`` reads it."""
+        return save_checkpoint(self.module, path)
+
+
+def save_checkpoint(model: nn.Module, path: str | Path) -> Path:
+    """Save the plain module (unwrapped from ``torch.compile``) via ``weights.save_weights``.
+
+    ``save_weights`` writes contiguous CPU copies, so ``channels_last`` models save in the standard
+    layout and ``xbuild export --weights`` reads the file like any other.
+    """
+    from xception_build.weights import save_weights
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(unwrap(model), path)
+    return path
+
+
+@dataclass
+class EpochResult:
+    epoch: int
+    mean_loss: float
+    steps: int
+    images: int
+    seconds: float
+    val_accuracy: float | None = None
+
+
+def fit(step: TrainStep, train_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, epochs: int = 1,
+        val_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None, max_steps: int | None = None,
+        progress: bool = True, losses: list[float] | None = None) -> list[EpochResult]:
+    """Train ``epochs`` passes (or ``max_steps`` steps in all) with a tqdm bar; evaluate each epoch.
+
+    ``losses`` (optional) receives every step's loss, for callers that check learning.
+    Cosine learning-rate decay over the planned steps, as in most CNN recipes.
+    """
+    import time
+
+    from tqdm.auto import tqdm
+
+    try:
+        per_epoch = len(train_batches)  # type: ignore[arg-type]
+    except TypeError:
+        per_epoch = None
+    planned = max_steps if per_epoch is None else min(per_epoch * epochs, max_steps or per_epoch * epochs)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(step.optimizer, T_max=planned)
+                 if planned else None)
+    results: list[EpochResult] = []
+    done = 0
+    for epoch in range(1, epochs + 1):
+        start, total_loss, steps, images = time.perf_counter(), 0.0, 0, 0
+        bar = tqdm(_limit(train_batches, None if max_steps is None else max_steps - done), total=per_epoch,
+                   desc=f"epoch {epoch}/{epochs}", unit="step", disable=not progress, leave=False)
+        for x, y in bar:
+            loss = float(step(x, y))
+            if losses is not None:
+                losses.append(loss)
+            if scheduler is not None and done < planned:
+                scheduler.step()
+            total_loss, steps, images, done = total_loss + loss, steps + 1, images + len(y), done + 1
+            bar.set_postfix(loss=f"{loss:.3f}")
+        bar.close()
+        synchronize(step.device)
+        result = EpochResult(epoch, total_loss / max(steps, 1), steps, images, time.perf_counter() - start)
+        if val_batches is not None:
+            result.val_accuracy, _ = step.evaluate(val_batches)
+        results.append(result)
+        if max_steps is not None and done >= max_steps:
+            break
+    return results
+
+
+def _limit(batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+           n: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    for i, batch in enumerate(batches):
+        if n is not None and i >= n:
+            return
+        yield batch
+
+
+# ---------------------------------------------------------------------------------------------- data
+
+Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]
+
+
+def synthetic_dataset(num_images: int, input_size: tuple[int, int, int], num_classes: int, *,
+                      seed: int = 0, noise: float = 0.5) -> torch.utils.data.TensorDataset:
+    """A task a CNN can learn in a few steps: a smooth random template per class plus Gaussian noise.
+
+    Pure noise with random labels cannot be learned, so a loss that falls on it would prove
+    nothing; templates make "the loss falls" a real check of forward, backward and the optimizer.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    channels, height, width = input_size
+    coarse = torch.randn(num_classes, channels, 4, 4, generator=gen)
+    templates = nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+    labels = torch.randint(num_classes, (num_images,), generator=gen)
+    images = templates[labels] + noise * torch.randn(num_images, channels, height, width, generator=gen)
+    return torch.utils.data.TensorDataset(images, labels)
+
+
+class ImageFolder(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """``root/<class>/<image>`` read with Pillow: resize, centre crop (random crop + flip to train)."""
+
+    EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
+
+    def __init__(self, root: str | Path, input_size: tuple[int, int, int], norm: Normalisation, *,
+                 crop_pct: float = 0.875, train: bool = False) -> None:
+        try:
+            import PIL.Image
+        except ImportError as exc:
+            raise UserError("reading an image folder needs Pillow, which is not installed",
+                            hint="pip install pillow (or use CIFAR-10 batches / synthetic data)") from exc
+        self._image = PIL.Image
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise UserError(f"image folder {str(self.root)!r} does not exist or is not a directory")
+        self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir())
+        self.samples = [(f, i) for i, c in enumerate(self.classes) for f in sorted((self.root / c).rglob("*"))
+                        if f.suffix.lower() in self.EXTENSIONS]
+        if not self.samples:
+            raise UserError(f"no images in {str(self.root)!r}; expected {self.root}/<class>/<image>"
+                            f" with one of {', '.join(self.EXTENSIONS)}")
+        self.size = input_size[1:]
+        self.resize = tuple(round(s / crop_pct) for s in self.size)
+        self.mean = torch.tensor(norm[0]).view(3, 1, 1)
+        self.std = torch.tensor(norm[1]).view(3, 1, 1)
+        self.train = train
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        import numpy as np
+
+        path, label = self.samples[index]
+        with self._image.open(path) as img:
+            rgb = img.convert("RGB").resize(self.resize[::-1], self._image.Resampling.BICUBIC)
+            x = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
+        (h, w), (rh, rw) = self.size, self.resize
+        top, left = (rh - h) // 2, (rw - w) // 2
+        if self.train:
+            top, left = int(torch.randint(rh - h + 1, ())), int(torch.randint(rw - w + 1, ()))
+        x = x[:, top:top + h, left:left + w]
+        if self.train and bool(torch.rand(()) < 0.5):
+            x = x.flip(2)
+        return (x.float() / 255 - self.mean) / self.std, torch.tensor(label)
+
+
+class UInt8Images(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+    """uint8 NCHW images held in memory, normalised (and resized to the model's input) on access."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, input_size: tuple[int, int, int],
+                 norm: Normalisation, *, train: bool = False) -> None:
+        self.images, self.labels, self.size, self.train = images, labels, tuple(input_size[1:]), train
+        self.mean = torch.tensor(norm[0]).view(3, 1, 1)
+        self.std = torch.tensor(norm[1]).view(3, 1, 1)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.images[index].float() / 255
+        if self.train and bool(torch.rand(()) < 0.5):
+            x = x.flip(2)
+        if tuple(x.shape[1:]) != self.size:
+            x = nn.functional.interpolate(x[None], size=self.size, mode="bilinear", align_corners=False)[0]
+        return (x - self.mean) / self.std, self.labels[index]
+
+
+def load_cifar10(root: str | Path, *, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """The CIFAR-10 python batches (``cifar-10-batches-py``) as uint8 N×3×32×32 images and labels.
+
+    The batches are Python pickles, and unpickling runs whatever callables a file names, so a
+    tampered download could execute code. :class:`_CifarUnpickler` resolves only the few names a
+    numpy array needs (and refuses everything else), which keeps the standard files readable and
+    a malicious one inert.
+    """
+    import numpy as np
+
+    folder = Path(root)
+    if (folder / "cifar-10-batches-py").is_dir():
+        folder = folder / "cifar-10-batches-py"
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise UserError(f"CIFAR-10 batches missing in {str(folder)!r}: {', '.join(missing)}",
+                        hint="download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html"
+                             " and unpack it; this project does not download data")
+    images, labels = [], []
+    for name in names:
+        with open(folder / name, "rb") as fh:
+            try:
+                batch = _CifarUnpickler(fh, encoding="bytes").load()
+            except UserError:
+                raise
+            except Exception as exc:
+                raise UserError(f"{folder / name}: not a CIFAR-10 python batch ({exc})") from exc
+        data, targets = batch.get(b"data", batch.get("data")), batch.get(b"labels", batch.get("labels"))
+        if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or targets is None:
+            raise UserError(f"{folder / name}: not a CIFAR-10 python batch (expected data N×3072 and labels)")
+        images.append(torch.from_numpy(np.ascontiguousarray(data, dtype=np.uint8)).view(-1, 3, 32, 32))
+        labels.append(torch.as_tensor(list(targets), dtype=torch.int64))
+    return torch.cat(images), torch.cat(labels)
+
+
+def _allowed_pickle_globals() -> dict[tuple[str, str], object]:
+    import codecs
+
+    import numpy as np
+
+    try:
+        from numpy._core import multiarray
+    except ImportError:  # numpy < 2
+        from numpy.core import multiarray  # type: ignore[no-redef]
+    allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
+                                              ("_codecs", "encode"): codecs.encode}
+    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        allowed[(module, "_reconstruct")] = multiarray._reconstruct
+    return allowed
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only numpy array reconstruction and ``_codecs.encode`` (for bytes)."""
+
+    def find_class(self, module: str, name: str) -> object:
+        allowed = _allowed_pickle_globals()
+        if (module, name) not in allowed:
+            raise UserError(f"refusing to unpickle {module}.{name}: a CIFAR-10 batch holds only numpy arrays")
+        return allowed[(module, name)]

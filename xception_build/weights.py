@@ -1,0 +1,237 @@
+"""Checkpoints: load and save weights, including timm-layout checkpoints.
+
+Formats: safetensors (preferred: no pickle) and plain PyTorch state dicts, read only with
+``torch.load(weights_only=True)``. A checkpoint is checked whole before anything is copied, so a
+checkpoint that does not fit is refused with the list of differences and never half-loaded.
+
+timm layouts (``legacy_xception``; the aligned ``xception41/65/71/41p/65p``) are translated by
+structure, not by a table per model: both sides are cut into the same units (stem, each block,
+head), each unit's tensors split by role (main path, shortcut, pre-activation), and the tensors
+of each role are paired in order with their shapes checked. Our modules are registered in
+forward order, as timm's are, so the pairing is the forward order of both networks.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CheckpointError, Location
+from .model import XceptionNet
+
+StateDict = dict[str, torch.Tensor]
+
+
+# -- reading and writing files -------------------------------------------------------------
+
+def read_checkpoint(path: str | os.PathLike[str]) -> StateDict:
+    """Read a safetensors file or a torch state dict (``weights_only=True``) into tensors."""
+    file = Path(path)
+    where = Location(str(file))
+    if not file.exists():
+        raise CheckpointError("weights file not found", location=where)
+    if file.is_dir():
+        raise CheckpointError("is a directory, expected a weights file (.safetensors, .pt, .pth)", location=where)
+    try:
+        header = file.open("rb").read(16)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read the weights file: {exc.strerror}", location=where) from exc
+    if file.suffix == ".safetensors" or _looks_like_safetensors(header):
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return dict(load_file(str(file)))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"not a readable safetensors file: {exc}", location=where) from exc
+    try:
+        loaded = torch.load(str(file), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise CheckpointError(f"not a safetensors file or a torch state dict: {str(exc).splitlines()[0]}",
+                              location=where, hint="only plain state dicts load (weights_only=True); "
+                              "re-save pickled models with torch.save(model.state_dict(), path)") from exc
+    return _unwrap_state_dict(loaded, where)
+
+
+def _looks_like_safetensors(header: bytes) -> bool:
+    # 8-byte little-endian header length, then a JSON object.
+    return len(header) > 8 and header[8:9] == b"{"
+
+
+def _unwrap_state_dict(loaded: object, where: Location) -> StateDict:
+    if isinstance(loaded, Mapping):
+        for wrapper in ("state_dict", "model", "model_state_dict", "state_dict_ema"):
+            inner = loaded.get(wrapper)
+            if isinstance(inner, Mapping):
+                loaded = inner
+                break
+        tensors = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
+        if tensors and len(tensors) == len(loaded):
+            # Checkpoints saved from DDP or torch.compile carry a wrapper prefix on every key.
+            for prefix in ("module.", "_orig_mod."):
+                if all(k.startswith(prefix) for k in tensors):
+                    tensors = {k[len(prefix):]: v for k, v in tensors.items()}
+            return tensors
+    raise CheckpointError("the file does not hold a state dict (a mapping of names to tensors)", location=where)
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> None:
+    """Write the model's state dict as safetensors (atomically: temp file, then rename)."""
+    from safetensors.torch import save_file
+
+    file = Path(path)
+    tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
+    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    try:
+        save_file(state, str(tmp), metadata=metadata)
+        os.replace(tmp, file)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+# -- fitting a state dict to the model -----------------------------------------------------
+
+def _differences(model_state: StateDict, checkpoint: StateDict) -> list[str]:
+    problems = [f"missing: {k} {list(v.shape)}" for k, v in model_state.items() if k not in checkpoint]
+    problems += [f"unexpected: {k} {list(v.shape)}" for k, v in checkpoint.items() if k not in model_state]
+    problems += [f"shape: {k} is {list(checkpoint[k].shape)} in the checkpoint, {list(v.shape)} in the model"
+                 for k, v in model_state.items() if k in checkpoint and checkpoint[k].shape != v.shape]
+    return problems
+
+
+def _refuse(problems: list[str], source: str, layout: str) -> CheckpointError:
+    shown = problems[:12]
+    more = f"\n    ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+    return CheckpointError(
+        f"checkpoint ({layout} layout) does not fit the model; nothing was loaded. Differences:\n    "
+        + "\n    ".join(shown) + more, location=Location(source))
+
+
+def load_state(model: XceptionNet, checkpoint: StateDict, source: str = "<state dict>") -> str:
+    """Load a state dict in our layout or a timm layout; returns the layout name it read."""
+    model_state = model.state_dict()
+    layout = detect_layout(checkpoint)
+    if layout != "xception-build":
+        checkpoint = translate_timm(model, checkpoint, layout, source)
+    problems = _differences(model_state, checkpoint)
+    if problems:
+        raise _refuse(problems, source, layout)
+    converted = {k: v.to(dtype=model_state[k].dtype) for k, v in checkpoint.items()}
+    model.load_state_dict(converted, strict=True)
+    return layout
+
+
+def load_weights(model: XceptionNet, path: str | os.PathLike[str]) -> str:
+    """Read a weights file and load it into ``model`` whole, or raise ``CheckpointError``."""
+    return load_state(model, read_checkpoint(path), str(path))
+
+
+def detect_layout(checkpoint: Mapping[str, torch.Tensor]) -> str:
+    keys = set(checkpoint)
+    if any(k.startswith(("entry.", "middle.", "exit.")) for k in keys):
+        return "xception-build"
+    if any(k.startswith(("block1.", "conv1.")) for k in keys):
+        return "timm-legacy"
+    if any(k.startswith(("blocks.0.", "stem.0.")) for k in keys):
+        return "timm-aligned"
+    return "xception-build"  # nothing matches: report the differences in our own names
+
+
+# -- timm layouts ------------------------------------------------------------------------------
+
+# A unit id for each key: "stem", ("block", i) or "head"; and a role inside the unit.
+_LEGACY_STEM = re.compile(r"^(conv1|bn1|conv2|bn2)\.")
+_LEGACY_BLOCK = re.compile(r"^block(\d+)\.(skip|skipbn|rep)\.")
+_LEGACY_TAIL = re.compile(r"^(conv3|bn3|conv4|bn4)\.")
+_ALIGNED_BLOCK = re.compile(r"^blocks\.(\d+)\.(shortcut|norm|stack)\.")
+
+UnitKey = tuple[str, int, str]  # (unit, block index, role)
+
+
+def _legacy_unit(key: str, n_blocks: int) -> UnitKey | None:
+    if _LEGACY_STEM.match(key):
+        return ("stem", 0, "main")
+    if match := _LEGACY_BLOCK.match(key):
+        role = {"skip": "shortcut", "skipbn": "shortcut", "rep": "main"}[match.group(2)]
+        return ("block", int(match.group(1)) - 1, role)
+    if _LEGACY_TAIL.match(key):
+        # conv3/bn3/conv4/bn4 form the exit tail: the block after the last numbered one.
+        return ("block", n_blocks, "main")
+    if key.startswith("fc."):
+        return ("head", 0, "main")
+    return None
+
+
+def _aligned_unit(key: str, n_blocks: int) -> UnitKey | None:
+    if key.startswith("stem."):
+        return ("stem", 0, "main")
+    if match := _ALIGNED_BLOCK.match(key):
+        role = {"shortcut": "shortcut", "norm": "preact", "stack": "main"}[match.group(2)]
+        return ("block", int(match.group(1)), role)
+    if key.startswith("head.fc."):
+        return ("head", 0, "main")
+    return None
+
+
+def _our_unit(model: XceptionNet) -> Callable[[str], UnitKey | None]:
+    stems = {b.module_name for b in model.plan.blocks if ".stem." in b.module_name}
+    blocks = [b.module_name for b in model.plan.blocks if b.module_name not in stems]
+
+    def unit(key: str) -> UnitKey | None:
+        if any(key.startswith(name + ".") for name in stems):
+            return ("stem", 0, "main")
+        for index, name in enumerate(blocks):
+            if key.startswith(name + "."):
+                rest = key[len(name) + 1:]
+                role = "shortcut" if rest.startswith("shortcut") else "preact" if rest.startswith("preact") else "main"
+                return ("block", index, role)
+        if key.startswith("head."):
+            return ("head", 0, "main")
+        return None
+
+    return unit
+
+
+def translate_timm(model: XceptionNet, checkpoint: StateDict, layout: str, source: str) -> StateDict:
+    """Rename a timm checkpoint's keys to ours by pairing tensors unit by unit, role by role."""
+    legacy_blocks = {int(m.group(1)) for k in checkpoint if (m := _LEGACY_BLOCK.match(k))}
+    n_numbered = max(legacy_blocks, default=0)
+    their_unit = ((lambda k: _legacy_unit(k, n_numbered)) if layout == "timm-legacy"
+                  else (lambda k: _aligned_unit(k, n_numbered)))
+    ours = _our_unit(model)
+    groups_theirs: dict[UnitKey, list[str]] = {}
+    unplaced: list[str] = []
+    for key in checkpoint:  # dicts keep the checkpoint's (forward) order
+        unit = their_unit(key)
+        if unit is None:
+            unplaced.append(key)
+        else:
+            groups_theirs.setdefault(unit, []).append(key)
+    groups_ours: dict[UnitKey, list[str]] = {}
+    model_state = model.state_dict()
+    for key in model_state:
+        unit = ours(key)
+        if unit is not None:
+            groups_ours.setdefault(unit, []).append(key)
+
+    translated: StateDict = {}
+    problems = [f"unexpected: {k} (not part of a {layout} network)" for k in unplaced]
+    for unit in sorted(set(groups_theirs) | set(groups_ours), key=lambda u: (["stem", "block", "head"].index(u[0]),
+                                                                                u[1], u[2])):
+        theirs, mine = groups_theirs.get(unit, []), groups_ours.get(unit, [])
+        for their_key, our_key in zip(theirs, mine):
+            tensor = checkpoint[their_key]
+            if tensor.shape != model_state[our_key].shape:
+                problems.append(f"shape: {their_key} is {list(tensor.shape)}, the model's {our_key} is "
+                                f"{list(model_state[our_key].shape)}")
+            translated[our_key] = tensor
+        problems += [f"unexpected: {k} {list(checkpoint[k].shape)}" for k in theirs[len(mine):]]
+        problems += [f"missing: {k} {list(model_state[k].shape)}" for k in mine[len(theirs):]]
+    if problems:
+        raise _refuse(problems, source, layout)
+    return translated
