@@ -41,6 +41,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> StateDict:
         header = file.open("rb").read(16)
     except OSError as exc:
         raise CheckpointError(f"cannot read the weights file: {exc.strerror}", location=where) from exc
+    if not header:
+        raise CheckpointError("the weights file is empty", location=where)
     if file.suffix == ".safetensors" or _looks_like_safetensors(header):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -52,7 +54,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> StateDict:
     try:
         loaded = torch.load(str(file), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise CheckpointError(f"not a safetensors file or a torch state dict: {str(exc).splitlines()[0]}",
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"not a safetensors file or a torch state dict: {reason}",
                               location=where, hint="only plain state dicts load (weights_only=True); "
                               "re-save pickled models with torch.save(model.state_dict(), path)") from exc
     return _unwrap_state_dict(loaded, where)
@@ -221,6 +224,12 @@ def translate_timm(model: XceptionNet, checkpoint: StateDict, layout: str, sourc
 
     translated: StateDict = {}
     problems = [f"unexpected: {k} (not part of a {layout} network)" for k in unplaced]
+    their_blocks = len({u[1] for u in groups_theirs if u[0] == "block"})
+    our_blocks = len({u[1] for u in groups_ours if u[0] == "block"})
+    if their_blocks != our_blocks:
+        # Said first: it explains the shape differences that follow from it.
+        problems.insert(0, f"structure: the checkpoint has {their_blocks} blocks, the model {our_blocks} "
+                           "(a checkpoint of another variant?)")
     for unit in sorted(set(groups_theirs) | set(groups_ours), key=lambda u: (["stem", "block", "head"].index(u[0]),
                                                                                 u[1], u[2])):
         theirs, mine = groups_theirs.get(unit, []), groups_ours.get(unit, [])

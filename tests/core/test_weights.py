@@ -1,0 +1,96 @@
+"""Checkpoints: safetensors and torch state dicts in, safetensors out, never half-loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import SPECS
+from xception_build import build_model
+from xception_build.errors import CheckpointError
+from xception_build.weights import load_weights, read_checkpoint, save_weights
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_safetensors_roundtrip(cifar_spec: Path, tmp_path: Path) -> None:
+    source, target = build_model(cifar_spec, seed=1), build_model(cifar_spec, seed=2)
+    save_weights(source, tmp_path / "w.safetensors")
+    assert load_weights(target, tmp_path / "w.safetensors") == "xception-build"
+    assert _same(source.state_dict(), target.state_dict())
+
+
+@pytest.mark.parametrize("wrap", ["plain", "state_dict", "ddp"])
+def test_torch_state_dict_roundtrip(cifar_spec: Path, tmp_path: Path, wrap: str) -> None:
+    source, target = build_model(cifar_spec, seed=1), build_model(cifar_spec, seed=2)
+    state = source.state_dict()
+    payload = {"plain": state, "state_dict": {"state_dict": state, "epoch": torch.tensor(3)},
+               "ddp": {f"module.{k}": v for k, v in state.items()}}[wrap]
+    torch.save(payload, tmp_path / "w.pth")
+    if wrap == "state_dict":
+        # a wrapper with a non-tensor value beside the state dict is still read
+        payload = {"state_dict": state}
+        torch.save(payload, tmp_path / "w.pth")
+    load_weights(target, tmp_path / "w.pth")
+    assert _same(state, target.state_dict())
+
+
+def _refused(model: torch.nn.Module, path: Path) -> str:
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(CheckpointError) as info:
+        load_weights(model, path)
+    assert _same(before, model.state_dict()), "a refused checkpoint must leave the model untouched"
+    return str(info.value)
+
+
+def test_checkpoint_that_does_not_fit_is_refused_whole(cifar_spec: Path, tmp_path: Path) -> None:
+    model = build_model(cifar_spec)
+    state = build_model(cifar_spec, seed=5).state_dict()
+    del state["head.fc.bias"]
+    state["entry.blocks.0.main.sep1.dw.weight"] = torch.zeros(1, 1, 3, 3)
+    state["extra.weight"] = torch.zeros(2)
+    torch.save(state, tmp_path / "bad.pt")
+    message = _refused(model, tmp_path / "bad.pt")
+    assert "missing: head.fc.bias" in message
+    assert "unexpected: extra.weight" in message
+    assert "shape: entry.blocks.0.main.sep1.dw.weight" in message
+    assert "nothing was loaded" in message
+
+
+def test_timm_checkpoint_of_another_variant_is_refused(tmp_path: Path) -> None:
+    from reference import reference_state_dict
+
+    torch.save(reference_state_dict("xception41"), tmp_path / "x41.pth")
+    model = build_model(SPECS / "xception65.yaml")
+    message = _refused(model, tmp_path / "x41.pth")
+    assert "timm-aligned" in message and "the checkpoint has 13 blocks, the model 21" in message
+
+
+def test_pickled_objects_are_not_loaded(cifar_spec: Path, tmp_path: Path) -> None:
+    torch.save(build_model(cifar_spec), tmp_path / "model.pt")  # a whole pickled module
+    message = _refused(build_model(cifar_spec), tmp_path / "model.pt")
+    assert "weights_only" in message or "state dict" in message
+
+
+@pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"\x00" * 64])
+def test_garbage_files_give_a_clean_error(cifar_spec: Path, tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "w.safetensors").write_bytes(content)
+    _refused(build_model(cifar_spec), tmp_path / "w.safetensors")
+    (tmp_path / "w.pt").write_bytes(content)
+    _refused(build_model(cifar_spec), tmp_path / "w.pt")
+
+
+def test_missing_file_and_directory(cifar_spec: Path, tmp_path: Path) -> None:
+    assert "not found" in _refused(build_model(cifar_spec), tmp_path / "nope.safetensors")
+    assert "directory" in _refused(build_model(cifar_spec), tmp_path)
+
+
+def test_read_checkpoint_returns_tensors(cifar_spec: Path, tmp_path: Path) -> None:
+    save_weights(build_model(cifar_spec), tmp_path / "w.safetensors", {"spec_hash": "abc"})
+    tensors = read_checkpoint(tmp_path / "w.safetensors")
+    assert all(isinstance(v, torch.Tensor) for v in tensors.values())
+    assert not list(tmp_path.glob(".*tmp*")), "no temporary file left behind"
