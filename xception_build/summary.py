@@ -60,7 +60,8 @@ def format_table(data: dict[str, Any]) -> str:
     right = {5, 6}
 
     def render(row: tuple[str, ...]) -> str:
-        return "  ".join(c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+        cells = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        return "  ".join(cells).rstrip()
 
     source = f" ({data['spec_file']})" if data.get("spec_file") else ""
     title = (f"{data['name']}{source}: input {'x'.join(map(str, data['input_shape']))}, "

@@ -233,7 +233,7 @@ def translate_timm(model: XceptionNet, checkpoint: StateDict, layout: str, sourc
     for unit in sorted(set(groups_theirs) | set(groups_ours), key=lambda u: (["stem", "block", "head"].index(u[0]),
                                                                                 u[1], u[2])):
         theirs, mine = groups_theirs.get(unit, []), groups_ours.get(unit, [])
-        for their_key, our_key in zip(theirs, mine):
+        for their_key, our_key in zip(theirs, mine, strict=False):  # leftovers reported below
             tensor = checkpoint[their_key]
             if tensor.shape != model_state[our_key].shape:
                 problems.append(f"shape: {their_key} is {list(tensor.shape)}, the model's {our_key} is "

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import SPECS, shipped_specs
 from torch import nn
 
-from conftest import SPECS, shipped_specs
 from xception_build import build_model, load_spec, plan_spec
 from xception_build.spec import dump_resolved_yaml, spec_hash
 

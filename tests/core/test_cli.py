@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import SPECS
+
 from xception_build import build_model
 from xception_build.cli import main
 from xception_build.weights import load_weights, save_weights

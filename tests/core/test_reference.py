@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import SPECS
 from reference import REFERENCE_SPECS, formula_input, reference, reference_state_dict, relative_error
 
-from conftest import SPECS
 from xception_build import build_model
 from xception_build.weights import load_state
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import SPECS
 from torch import nn
 
-from conftest import SPECS
 from xception_build import build_model
 
 # One small network per block design: the paper's, the aligned one, the pre-activation one.
@@ -45,7 +45,7 @@ def test_gradients_match_an_out_of_place_copy(design: str) -> None:
     model(x).square().mean().backward()
     torch.manual_seed(0)
     reference(x).square().mean().backward()
-    for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters()):
+    for (name, p), (_, q) in zip(model.named_parameters(), reference.named_parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import SPECS
+
 from xception_build import build_model
 from xception_build.errors import CheckpointError
 from xception_build.weights import load_weights, read_checkpoint, save_weights
