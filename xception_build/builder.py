@@ -22,11 +22,17 @@ def _build_block(block: PlannedBlock) -> nn.Module:
 @torch.no_grad()
 def init_weights(model: nn.Module, seed: int = 0) -> None:
     """He-normal (fan-out) convolutions, unit norms, small classifier: the usual ImageNet
-    recipe. A private generator makes the result depend on ``seed`` alone, not on global RNG."""
+    recipe. A private generator makes the result depend on ``seed`` alone, not on global RNG.
+
+    The fan-out counts one group's outputs: PyTorch's ``kaiming_normal_`` counts every channel of
+    a depthwise conv, which makes its weights ~sqrt(channels) too small and starves the residual
+    branches at the start of training (timm's EfficientNet init makes the same correction)."""
     generator = torch.Generator().manual_seed(seed)
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu", generator=generator)
+            kernel_h, kernel_w = module.kernel_size
+            fan_out = kernel_h * kernel_w * module.out_channels // module.groups
+            nn.init.normal_(module.weight, 0.0, math.sqrt(2.0 / fan_out), generator=generator)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
         elif isinstance(module, nn.BatchNorm2d):

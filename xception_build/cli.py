@@ -29,7 +29,8 @@ Exit codes:
   0  success
   1  a numeric verification ran and failed
   2  user error: bad spec, option, file or checkpoint
-  3  a backend the command needs is missing here (TensorRT, a GPU)"""
+  3  a backend the command needs is missing here (TensorRT, a GPU)
+  130  interrupted (Ctrl-C); outputs already in place are left as they were"""
 
 
 class XBuildGroup(click.Group):
@@ -58,6 +59,10 @@ class XBuildGroup(click.Group):
         except XBuildError as exc:
             click.echo(f"error: {exc.format()}", err=True)
             ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            # Not click's "Aborted!" with exit 1, which would read as "verification failed".
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
 
 
 def _unavailable_command(name: str, target: str, exc: ImportError) -> click.Command:

@@ -92,6 +92,10 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str], metadata: dict[
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     try:
         save_file(state, str(tmp), metadata=metadata)
+        # safetensors creates its file private (0600); give it the permissions of any new file.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, file)
     finally:
         tmp.unlink(missing_ok=True)
