@@ -1,0 +1,148 @@
+"""``xbuild export`` and ``xbuild verify``: parse options, call the library, print.
+
+The ``main`` group in ``xception_build.cli`` finds these through the ``xbuild.commands`` entry
+points and turns every ``XBuildError`` into ``error: ...`` and its exit code, so the commands
+only raise. ``bench_command`` lives in ``exporters.bench_cli`` and is re-exported from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+
+from xception_build.cli import EXIT_CODES_HELP, set_option
+from xception_build.errors import BackendUnavailable, UserError
+
+atol_option = click.option(
+    "--atol", type=float, help="Absolute tolerance of the checked precision (default: fp32 1e-4, fp16 1e-2).")
+rtol_option = click.option(
+    "--rtol", type=float, help="Relative tolerance of the checked precision (default: fp32 1e-3, fp16 1e-2).")
+
+
+@click.command("export", epilog=f"""\b
+Examples:
+  xbuild export specs/xception.yaml --onnx --out build/
+  xbuild export specs/xception_cifar.yaml --weights cifar.safetensors --batch 1:32:64 --out build/cifar
+  xbuild export specs/xception.yaml --trt --precision fp16 --batch 1:8:32 --out build/trt
+
+{EXIT_CODES_HELP}""")
+@click.argument("spec", type=click.Path(path_type=Path))
+@click.option("--weights", type=click.Path(path_type=Path),
+              help="Weights (.safetensors or torch state dict, ours or timm's); default: seeded init.")
+@set_option
+@click.option("--onnx", "want_onnx", is_flag=True, help="Write model.onnx (always; --trt builds from it).")
+@click.option("--trt", "want_trt", is_flag=True, help="Also build a TensorRT engine, model.plan.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16 also writes model.fp16.onnx and builds an FP16 engine with --trt.")
+@click.option("--batch", metavar="MIN:OPT:MAX", help="Batch profile, or N for one size.  [default: 1:8:16]")
+@click.option("--static-batch", is_flag=True, help="Fix the batch size in the graph (--batch N; default 1).")
+@click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18 or newer).")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
+              help="Output folder; its previous export is replaced only once the new one is complete.")
+@click.option("--workspace-gib", type=float, default=4.0, show_default=True, help="TensorRT workspace limit.")
+@atol_option
+@rtol_option
+def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], want_onnx: bool,
+                   want_trt: bool, precision: str, batch: str | None, static_batch: bool, opset: int,
+                   out: Path, workspace_gib: float, atol: float | None, rtol: float | None) -> None:
+    """Export SPEC to ONNX (and TensorRT), verify it against PyTorch, write a manifest.
+
+    Writes OUT/model.onnx, OUT/spec.resolved.yaml, OUT/weights.safetensors (the reference the
+    artifacts were verified against) and OUT/manifest.json; with --trt also model.plan and
+    model.plan.json. The same seeded inputs at the batch profile's MIN, OPT and MAX go through
+    PyTorch and every backend here; the verification table is printed.
+    """
+    from exporters.pipeline import DEFAULT_PROFILE, ExportRequest, run_export
+    from exporters.runners import BatchProfile
+
+    profile = BatchProfile.parse(batch) if batch is not None else (
+        BatchProfile(1, 1, 1) if static_batch else DEFAULT_PROFILE)
+    if workspace_gib <= 0:
+        raise UserError(f"--workspace-gib {workspace_gib}: must be > 0")
+    request = ExportRequest(spec=spec, out=out, weights=weights, overrides=tuple(overrides), trt=want_trt,
+                            precision=precision, profile=profile, static_batch=static_batch, opset=opset,
+                            atol=atol, rtol=rtol, workspace_bytes=int(workspace_gib * (1 << 30)))
+    from exporters.verify import ChecksFailed
+
+    click.echo(f"exporting {spec} to {out}/ (batch profile {profile}) ...", err=True)
+    try:
+        result = run_export(request)
+    except ChecksFailed as exc:  # print the whole table; the group prints the failures and exits 1
+        click.echo(exc.result.report())
+        raise
+    click.echo(result.verification.report())
+    files = ", ".join(a.path for a in result.manifest.artifacts)
+    click.echo(f"\nexported {spec} -> {out}/ ({files}, manifest.json): verification passed")
+
+
+@click.command("verify", epilog=f"""\b
+Examples:
+  xbuild verify build/
+  xbuild verify build/ --junit reports/verify.xml
+  xbuild verify --onnx other/model.onnx --spec specs/xception.yaml --weights xception.safetensors
+
+{EXIT_CODES_HELP}""")
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.option("--junit", type=click.Path(path_type=Path), help="Also write the results as JUnit XML here.")
+@click.option("--onnx", "onnx_file", type=click.Path(path_type=Path),
+              help="Verify this .onnx (from anywhere) against --spec and --weights instead of a folder.")
+@click.option("--spec", type=click.Path(path_type=Path), help="Spec the --onnx file should implement.")
+@click.option("--weights", type=click.Path(path_type=Path), help="Weights for --spec (default: seeded init).")
+@set_option
+@click.option("--batch", metavar="MIN:OPT:MAX", help="Batch sizes for --onnx (default: its own profile).")
+@click.option("--backend", "backends", multiple=True,
+              type=click.Choice(["onnxruntime-cpu", "onnxruntime-cuda", "tensorrt"]),
+              help="Run only these backends (repeatable; default: every one this machine has).")
+@atol_option
+@rtol_option
+def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path | None, spec: Path | None,
+                   weights: Path | None, overrides: Sequence[str], batch: str | None, backends: Sequence[str],
+                   atol: float | None, rtol: float | None) -> None:
+    """Re-check an export folder (DIRECTORY) or a user-brought --onnx file.
+
+    For a folder: re-hash every artifact in its manifest.json (an edited, truncated, swapped or
+    missing file is named as such), rebuild the PyTorch model from spec.resolved.yaml and
+    weights.safetensors, and re-run the numeric checks on every backend this machine has; the
+    ones it cannot run are listed with the reason. With --onnx: check that file against --spec
+    and --weights, and on failure name the weights that differ.
+    """
+    from exporters.runners import BatchProfile
+    from exporters.verify import verify_directory, verify_onnx_file
+
+    if (directory is None) == (onnx_file is None):
+        raise UserError("give an export folder DIRECTORY, or --onnx FILE with --spec SPEC (not both)")
+    if onnx_file is not None:
+        if spec is None:
+            raise UserError("--onnx needs --spec SPEC (and usually --weights FILE) to compare against")
+        batches = BatchProfile.parse(batch).check_batches() if batch is not None else None
+        result = verify_onnx_file(onnx_file, spec, weights, overrides=overrides, batches=batches,
+                                  atol=atol, rtol=rtol, backends=backends or None)
+    else:
+        if spec or weights or overrides or batch or atol is not None or rtol is not None:
+            raise UserError("--spec, --weights, --set, --batch, --atol and --rtol go with --onnx; "
+                            "a folder is verified with the settings in its manifest")
+        assert directory is not None
+        result = verify_directory(directory, backends=backends or None)
+    click.echo(result.report())
+    if junit is not None:
+        from exporters.junit import write_junit
+
+        write_junit(result, junit, name=str(onnx_file or directory))
+    result.raise_if_failed()
+    click.echo("verification passed")
+
+
+try:
+    from exporters.bench_cli import bench_command
+except ImportError as exc:  # bench_cli.py missing or broken: export and verify must still load
+    _bench_problem = f"{type(exc).__name__}: {exc}"
+
+    @click.command("bench", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def bench_command() -> None:
+        """(unavailable in this install: see `xbuild bench` for why)"""
+        raise BackendUnavailable(f"xbuild bench could not be loaded ({_bench_problem})",
+                                 hint="reinstall xception-build: pip install -e '.[cpu]'")
+
+__all__ = ["bench_command", "export_command", "verify_command"]

@@ -1,0 +1,61 @@
+"""JUnit XML for ``xbuild verify --junit``: CI systems show each check as a test case.
+
+One test case per integrity check (``integrity`` class) and per numeric comparison
+(``numeric.<backend>`` class); a backend that could not run here is a *skipped* case with the
+reason, so a report never looks greener than what actually ran.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from exporters.manifest import atomic_write
+from exporters.verify import VerificationResult
+from xception_build.errors import UserError
+
+
+def junit_xml(result: VerificationResult, name: str = "xbuild verify") -> bytes:
+    """The result as a JUnit ``<testsuite>`` document."""
+    suite = ET.Element("testsuite", name=name)
+    counts = {"tests": 0, "failures": 0, "skipped": 0}
+
+    def case(classname: str, case_name: str) -> ET.Element:
+        counts["tests"] += 1
+        return ET.SubElement(suite, "testcase", classname=classname, name=case_name, time="0")
+
+    for check in result.artifact_checks:
+        element = case("integrity", check.path)
+        if not check.passed:
+            counts["failures"] += 1
+            ET.SubElement(element, "failure", message=f"{check.path}: {check.problem}")
+    for comp in result.comparisons:
+        element = case(f"numeric.{comp.backend}", f"{comp.artifact} batch={comp.batch}")
+        metrics = "; ".join(f"{o.name}: max_abs={o.max_abs:.3g} max_rel={o.max_rel:.3g} "
+                            f"mean_abs={o.mean_abs:.3g} cosine={o.cosine:.7f}" for o in comp.outputs)
+        ET.SubElement(element, "system-out").text = metrics
+        if not comp.passed:
+            counts["failures"] += 1
+            reasons = [f"{o.name}: {why}" for o in comp.outputs for why in o.failures]
+            failure = ET.SubElement(element, "failure", message=reasons[0])
+            failure.text = "\n".join(reasons)
+    for skipped in result.skipped:
+        element = case(f"numeric.{skipped.backend}", f"{skipped.artifact}")
+        counts["skipped"] += 1
+        ET.SubElement(element, "skipped", message=skipped.reason)
+    for key, value in counts.items():
+        suite.set(key, str(value))
+    suite.set("errors", "0")
+    if result.notes:
+        ET.SubElement(suite, "system-out").text = "\n".join(result.notes)
+    ET.indent(suite)
+    return ET.tostring(suite, encoding="utf-8", xml_declaration=True) + b"\n"
+
+
+def write_junit(result: VerificationResult, path: str | Path, name: str = "xbuild verify") -> None:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, junit_xml(result, name))
+    except OSError as exc:
+        raise UserError(f"--junit {path}: cannot write the report ({exc.strerror or exc})") from exc

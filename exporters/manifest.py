@@ -1,0 +1,185 @@
+"""``DIR/manifest.json``: what an export wrote, how it was made, and how it was verified.
+
+CI re-checks an export later with ``xbuild verify DIR``; the manifest is what it checks against:
+every artifact with its sha256 and size, the spec hash and resolved spec, the versions of the tool
+and libraries, and the verification settings and metrics. It is written last, atomically, so a
+directory with a manifest is a complete export. A reader that finds ``format_version`` newer than
+it knows stops with a clean error instead of misreading fields.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from xception_build.errors import UserError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+class Artifact(BaseModel):
+    """One file of an export; ``path`` is relative to the export directory."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str
+    kind: str  # onnx | tensorrt-plan | tensorrt-sidecar | weights | spec
+    sha256: str
+    bytes: int
+    precision: str | None = None
+
+
+class Manifest(BaseModel):
+    """The manifest file's schema (format version 1)."""
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+    format_version: int
+    tool: dict[str, str]
+    versions: dict[str, str]
+    spec: dict[str, Any]  # hash, source, overrides, resolved (the resolved spec as data)
+    model: dict[str, Any]  # input/output names and shapes, preprocessing, params
+    export: dict[str, Any]  # exporter, opset, batch profile, precision, TensorRT settings
+    artifacts: list[Artifact]
+    verification: dict[str, Any]  # seed, batches, tolerances, results, skipped backends
+
+    def artifact(self, kind: str, precision: str | None = None) -> Artifact | None:
+        for art in self.artifacts:
+            if art.kind == kind and (precision is None or art.precision == precision):
+                return art
+        return None
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe(directory: Path, name: str, kind: str, precision: str | None = None) -> Artifact:
+    path = directory / name
+    return Artifact(path=name, kind=kind, sha256=sha256_file(path), bytes=path.stat().st_size,
+                    precision=precision)
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to a temp file next to ``path``, fsync it, then ``os.replace`` it into place.
+
+    A crash leaves either the old file or the new one, never a truncated one.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    # os.open with 0o666 lets the umask decide the mode, as for any other file the user writes
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
+    path = Path(directory) / MANIFEST_NAME
+    atomic_write(path, (manifest.model_dump_json(indent=2) + "\n").encode())
+    return path
+
+
+def read_manifest(directory: str | Path) -> Manifest:
+    """Load and validate ``DIR/manifest.json``; every problem is one clean :class:`UserError`."""
+    path = Path(directory) / MANIFEST_NAME
+    if not Path(directory).is_dir():
+        raise UserError(f"{directory}: no such export directory")
+    if not path.is_file():
+        raise UserError(f"{path}: missing; {directory} is not a complete export",
+                        hint="run `xbuild export SPEC --out DIR` (an interrupted export writes no manifest)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{path}: not a readable JSON manifest ({exc})") from exc
+    version = data.get("format_version") if isinstance(data, dict) else None
+    if not isinstance(version, int):
+        raise UserError(f"{path}: no integer format_version; not an xbuild manifest")
+    if version > FORMAT_VERSION:
+        raise UserError(f"{path}: manifest format version {version} is newer than this xbuild reads "
+                        f"(up to {FORMAT_VERSION})", hint="upgrade xception-build to verify this export")
+    try:
+        return Manifest.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"{path}: malformed manifest at {where}: {first['msg']}") from exc
+
+
+@dataclass(frozen=True)
+class ArtifactCheck:
+    """Whether one artifact still is what the manifest says; ``problem`` is ``None`` when it is."""
+
+    path: str
+    problem: str | None
+
+    @property
+    def passed(self) -> bool:
+        return self.problem is None
+
+
+def check_artifacts(directory: str | Path, manifest: Manifest) -> list[ArtifactCheck]:
+    """Re-hash every artifact and name what happened to the ones that changed."""
+    directory = Path(directory)
+    by_hash = {art.sha256: art.path for art in manifest.artifacts}
+    checks = []
+    for art in manifest.artifacts:
+        path = directory / art.path
+        if not path.is_file():
+            checks.append(ArtifactCheck(art.path, "missing"))
+            continue
+        size = path.stat().st_size
+        digest = sha256_file(path)
+        if digest == art.sha256:
+            problem = None
+        elif by_hash.get(digest, art.path) != art.path:
+            problem = f"swapped: its contents are what the manifest records for {by_hash[digest]}"
+        elif size < art.bytes:
+            problem = f"truncated: {size} bytes, the manifest records {art.bytes}"
+        else:
+            problem = f"modified: sha256 {digest[:12]}..., the manifest records {art.sha256[:12]}..."
+        checks.append(ArtifactCheck(art.path, problem))
+    return checks
+
+
+def tool_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("xception-build")
+    except PackageNotFoundError:
+        import xception_build
+
+        return str(getattr(xception_build, "__version__", "0+unknown"))
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of everything that shapes an artifact; absent libraries are left out."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {"python": platform.python_version(), "xception-build": tool_version()}
+    for name in ("torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            continue
+    return found

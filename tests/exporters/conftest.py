@@ -1,0 +1,104 @@
+"""Fixtures for the exporter tests: one small export shared per worker, copied where a test edits it."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+ROOT = Path(__file__).resolve().parents[2]
+CIFAR = ROOT / "specs" / "xception_cifar.yaml"
+CIFAR_BATCH = "1:2:4"
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Two workers on two cores: torch's default of one intra-op thread per core oversubscribes the
+    # machine and every small op then waits on a descheduled thread (measured 20x slower).
+    import torch
+
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="session")
+def xbuild() -> click.Group:
+    """The ``xbuild`` group with the export commands, whether or not the package is pip-installed."""
+    from exporters.cli import bench_command, export_command, verify_command
+    from xception_build.cli import XBuildGroup, main
+
+    return XBuildGroup(name="xbuild", commands={**main.commands, "export": export_command,
+                                                "verify": verify_command, "bench": bench_command})
+
+
+@pytest.fixture(scope="session")
+def run(xbuild: click.Group) -> Callable[..., Result]:
+    """Invoke ``xbuild ARGS...`` in-process; returns click's Result (exit_code, output)."""
+
+    def invoke(*args: str | Path) -> Result:
+        return CliRunner().invoke(xbuild, [str(a) for a in args])
+
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def cifar_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """CIFAR weights in which every layer matters.
+
+    A fresh init (He fan-out, whose fan counts all channels even for depthwise convs) shrinks the
+    residual branches to ~1e-4 of the shortcut, so an export bug inside them would hide under
+    any tolerance. Calibrating each BatchNorm on data and drawing random affine parameters keeps
+    every activation at unit scale, so a wrong weight anywhere shows up in the logits.
+    """
+    import torch
+
+    from xception_build import build_model
+    from xception_build.weights import save_weights
+
+    model = build_model(CIFAR, seed=1)
+    generator = torch.Generator().manual_seed(1)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average: the running stats become the data's statistics
+    model.train()
+    with torch.no_grad():
+        model(torch.randn(32, 3, 32, 32, generator=generator))
+        for norm in norms:
+            norm.weight.uniform_(0.5, 1.5, generator=generator)
+            norm.bias.uniform_(-0.2, 0.2, generator=generator)
+    path = tmp_path_factory.mktemp("weights") / "cifar.safetensors"
+    save_weights(model.eval(), path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def cifar_export(tmp_path_factory: pytest.TempPathFactory, run: Callable[..., Result],
+                 cifar_weights: Path) -> Path:
+    """``xbuild export specs/xception_cifar.yaml --weights W --batch 1:2:4``, once per worker; read-only."""
+    out = tmp_path_factory.mktemp("cifar-export")
+    result = run("export", CIFAR, "--weights", cifar_weights, "--batch", CIFAR_BATCH, "--out", out)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def export_copy(cifar_export: Path, tmp_path: Path) -> Path:
+    """A private copy of the CIFAR export that a test may tamper with."""
+    target = tmp_path / "export"
+    shutil.copytree(cifar_export, target)
+    return target
+
+
+@pytest.fixture(scope="session")
+def digest() -> Callable[[Path], dict[str, str]]:
+    """sha256 of every file under a folder (hidden files included), to prove it was left intact."""
+
+    def tree(directory: Path) -> dict[str, str]:
+        return {str(p.relative_to(directory)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(directory.rglob("*")) if p.is_file()}
+
+    return tree

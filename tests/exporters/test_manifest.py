@@ -1,0 +1,117 @@
+"""The manifest: complete, atomic, versioned; artifacts that changed are named for what happened."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+
+from exporters.manifest import FORMAT_VERSION, atomic_write, check_artifacts, read_manifest
+from xception_build.errors import UserError
+
+
+def test_manifest_records_artifacts_spec_versions_and_verification(cifar_export: Path) -> None:
+    manifest = read_manifest(cifar_export)
+    assert manifest.format_version == FORMAT_VERSION
+    assert {a.path for a in manifest.artifacts} == {"model.onnx", "weights.safetensors", "spec.resolved.yaml"}
+    assert all(len(a.sha256) == 64 and a.bytes > 0 for a in manifest.artifacts)
+    assert len(manifest.spec["hash"]) == 64 and manifest.spec["resolved"]["name"] == "xception_cifar"
+    assert {"python", "torch", "onnx", "onnxruntime", "xception-build"} <= set(manifest.versions)
+    assert manifest.export["batch_profile"] == "1:2:4" and manifest.export["opset"] == 18
+    verification = manifest.verification
+    assert verification["passed"] and verification["batches"] == [1, 2, 4]
+    assert {"fp32", "fp16"} <= set(verification["tolerances"])
+    assert {r["batch"] for r in verification["results"]} == {1, 2, 4}
+    assert all(c.passed for c in check_artifacts(cifar_export, manifest))
+
+
+def _edit(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _swap(path: Path) -> None:
+    other = path.with_name("weights.safetensors")
+    a, b = path.read_bytes(), other.read_bytes()
+    path.write_bytes(b)
+    other.write_bytes(a)
+
+
+SWAPPED = "swapped: its contents are what the manifest records for weights.safetensors"
+
+
+@pytest.mark.parametrize(("tamper", "problem"), [
+    (_edit, "modified: sha256"), (_truncate, "truncated:"), (_swap, SWAPPED), (Path.unlink, "missing"),
+])
+def test_tampered_artifact_is_caught_by_the_hash_check(export_copy: Path, run: Callable[..., Result],
+                                                       tamper: Callable[[Path], None], problem: str) -> None:
+    tamper(export_copy / "model.onnx")
+    checks = {c.path: c.problem for c in check_artifacts(export_copy, read_manifest(export_copy))}
+    assert checks["model.onnx"] is not None and checks["model.onnx"].startswith(problem)
+    result = run("verify", export_copy)
+    assert result.exit_code == 1, result.output
+    assert f"model.onnx: {problem}" in result.output
+    assert "numeric" in result.output or "not run" in result.output  # says what it did not check
+
+
+def test_edited_spec_stops_the_numeric_checks(export_copy: Path, run: Callable[..., Result]) -> None:
+    spec = export_copy / "spec.resolved.yaml"
+    spec.write_text(spec.read_text().replace("num_classes: 10", "num_classes: 11"))
+    result = run("verify", export_copy)
+    assert result.exit_code == 1
+    assert "spec.resolved.yaml: modified" in result.output
+    assert "numeric checks not run" in result.output
+
+
+def test_manifest_of_a_newer_format_is_a_clean_user_error(export_copy: Path,
+                                                          run: Callable[..., Result]) -> None:
+    path = export_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    data["format_version"] = FORMAT_VERSION + 1
+    path.write_text(json.dumps(data))
+    result = run("verify", export_copy)
+    assert result.exit_code == 2
+    assert f"manifest format version {FORMAT_VERSION + 1} is newer than this xbuild reads" in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("{not json", "not a readable JSON manifest"),
+    ("[1, 2]", "no integer format_version"),
+    ('{"format_version": 1, "tool": {}}', "malformed manifest at versions"),
+])
+def test_broken_manifest_is_a_clean_user_error(export_copy: Path, content: str, message: str) -> None:
+    (export_copy / "manifest.json").write_text(content)
+    with pytest.raises(UserError, match=message):
+        read_manifest(export_copy)
+
+
+def test_missing_manifest_means_an_incomplete_export(export_copy: Path, run: Callable[..., Result]) -> None:
+    (export_copy / "manifest.json").unlink()
+    result = run("verify", export_copy)
+    assert result.exit_code == 2
+    assert "is not a complete export" in result.output
+
+
+def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "manifest.json"
+    target.write_text("old")
+
+    def fail(*args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "replace", fail)
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, b"new contents")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # no temp file left behind

@@ -1,0 +1,143 @@
+"""TensorRT: type-checked against tensorrt-stubs here; built and run only where TensorRT and a GPU exist."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import re
+import shutil
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exporters.runners import BatchProfile
+from exporters.tensorrt_backend import require_tensorrt, tensorrt_unavailable
+from xception_build.errors import BackendUnavailable, UserError
+
+ROOT = Path(__file__).resolve().parents[2]
+PROBE = '''
+import tensorrt as trt
+
+def probe() -> None:
+    config = trt.Builder(trt.Logger(trt.Logger.WARNING)).create_builder_config()
+    config.set_flag("FP16")
+    config.no_such_method()
+'''
+
+
+def _sanitized_stubs(target: Path) -> Path:
+    """A copy of the installed tensorrt-stubs that mypy can parse.
+
+    The generated stubs (10.13) have five lines that are not valid Python (a parameter named
+    ``in``, a non-default parameter after defaults) and no ``py.typed`` marker, so mypy would
+    silently treat ``tensorrt`` as ``Any``. The copy, on MYPYPATH, makes the check real.
+    """
+    for package in ("tensorrt", "tensorrt_bindings"):
+        found = importlib.util.find_spec(package)
+        assert found is not None and found.submodule_search_locations
+        source = Path(next(iter(found.submodule_search_locations)))
+        skip = shutil.ignore_patterns("*.py", "*.so", "__pycache__")
+        shutil.copytree(source, target / package, ignore=skip)
+    for stub in target.rglob("*.pyi"):
+        lines = stub.read_text().splitlines()
+        for _ in range(50):
+            try:
+                ast.parse("\n".join(lines))
+                break
+            except SyntaxError as exc:
+                bad = (exc.lineno or 1) - 1
+                fixed = re.sub(r"\bin: ", "in_: ", lines[bad])
+                lines[bad] = fixed if fixed != lines[bad] else re.sub(r" = [^,)]+", "", lines[bad])
+        stub.write_text("\n".join(lines) + "\n")
+    return target
+
+
+def test_tensorrt_backend_type_checks_against_tensorrt_stubs(tmp_path: Path) -> None:
+    """mypy with the stubs in force; torch, numpy and onnx are skipped (the CI's plain mypy run covers
+    them, in seconds here instead of a minute): this check is about the TensorRT API."""
+    try:
+        version("tensorrt-stubs")
+    except PackageNotFoundError:
+        pytest.skip("tensorrt-stubs is not installed (pip install --no-deps tensorrt-stubs)")
+    stubs = _sanitized_stubs(tmp_path / "stubs")
+    (tmp_path / "probe.py").write_text(PROBE)
+    config = tmp_path / "mypy.ini"
+    config.write_text(f"""[mypy]
+python_version = 3.11
+ignore_missing_imports = True
+follow_imports = silent
+mypy_path = {stubs}
+cache_dir = {tmp_path / "cache"}
+[mypy-tensorrt,tensorrt.*,tensorrt_bindings,tensorrt_bindings.*]
+ignore_errors = True
+[mypy-torch,torch.*,numpy,numpy.*,onnx,onnx.*,pydantic,pydantic.*,xception_build,xception_build.*]
+follow_imports = skip
+""")
+    done = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(config),
+                           "exporters/tensorrt_backend.py", str(tmp_path / "probe.py")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    output = done.stdout + done.stderr
+    ours = [line for line in output.splitlines() if line.startswith("exporters/")]
+    assert not ours, output
+    # the probe's mistakes are found, so tensorrt really was typed, not Any
+    assert 'incompatible type "str"; expected "BuilderFlag"' in output, output
+    assert '"IBuilderConfig" has no attribute "no_such_method"' in output, output
+
+
+def test_missing_tensorrt_is_one_line_saying_how_to_get_it() -> None:
+    reason = tensorrt_unavailable()
+    if reason is None:
+        pytest.skip("TensorRT and a GPU are available here")
+    with pytest.raises(BackendUnavailable) as caught:
+        require_tensorrt()
+    message = caught.value.format()
+    assert "\n" not in message
+    assert message.startswith("TensorRT backend unavailable: ")
+    assert "pip install 'xception-build[trt]'" in message or "GPU" in message
+    assert caught.value.exit_code == 3
+
+
+@pytest.fixture(scope="module")
+def trt_ready() -> None:
+    reason = tensorrt_unavailable()
+    if reason is not None:
+        pytest.skip(f"needs TensorRT and a GPU: {reason}")
+
+
+@pytest.mark.tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_engine_builds_runs_and_matches_pytorch(trt_ready: None, cifar_export: Path, tmp_path: Path,
+                                               precision: str) -> None:
+    import json
+
+    from exporters.compare import DEFAULT_TOLERANCES, compare
+    from exporters.onnx_export import load_onnx, serialize, to_fp16
+    from exporters.runners import OnnxRuntimeRunner
+    from exporters.tensorrt_backend import BuildSettings, TensorRTRunner, build_engine, major_version
+
+    source = cifar_export / "model.onnx"
+    if precision == "fp16" and major_version() >= 11:
+        source = tmp_path / "model.fp16.onnx"
+        source.write_bytes(serialize(to_fp16(load_onnx(cifar_export / "model.onnx"))))
+    plan, cache = tmp_path / "model.plan", tmp_path / "timing.cache"
+    settings = BuildSettings(BatchProfile(1, 2, 4), (3, 32, 32), precision, 1 << 30)
+    sidecar = build_engine(source, plan, settings, timing_cache=cache)
+    assert cache.stat().st_size > 0
+    assert json.loads((tmp_path / "model.plan.json").read_text()) == sidecar
+    assert sidecar["builder"]["profile"] == "1:2:4" and sidecar["compute_capability"]
+    assert not plan.read_bytes().startswith(b"{")  # raw plan, no JSON header
+    build_engine(source, tmp_path / "again.plan", settings, timing_cache=cache)  # reuses the cache
+
+    runner = TensorRTRunner(plan)
+    reference = OnnxRuntimeRunner(cifar_export / "model.onnx")
+    for batch in (1, 2, 4):
+        feeds = {"input": np.random.default_rng(batch).standard_normal((batch, 3, 32, 32), dtype=np.float32)}
+        report = compare(reference.infer(feeds), runner.infer(feeds), DEFAULT_TOLERANCES[precision],
+                         artifact="model.plan", backend="tensorrt", batch=batch, precision=precision)
+        assert report.passed, report.outputs[0].failures
+    with pytest.raises(UserError, match="outside the batch profile 1:2:4"):
+        runner.infer({"input": np.zeros((5, 3, 32, 32), dtype=np.float32)})

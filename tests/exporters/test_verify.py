@@ -1,0 +1,132 @@
+"""Verification: numbers against PyTorch on every backend here, with a clear account of failures."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from click.testing import Result
+from onnx import numpy_helper
+
+from exporters.runners import onnxruntime_unavailable
+from exporters.verify import seeded_input, verify_directory
+
+ROOT = Path(__file__).resolve().parents[2]
+CIFAR = ROOT / "specs" / "xception_cifar.yaml"
+PERTURBED = "middle.blocks.1.main.sep2.pw.weight"
+
+
+def _perturb(source: Path, target: Path, name: str = PERTURBED, delta: float = 0.5) -> None:
+    proto = onnx.load(source)
+    for tensor in proto.graph.initializer:
+        if tensor.name == name:
+            array = numpy_helper.to_array(tensor).copy()
+            array.flat[7] += delta
+            tensor.CopyFrom(numpy_helper.from_array(array, name))
+            break
+    else:
+        raise AssertionError(f"no initializer {name}")
+    onnx.save(proto, target)
+
+
+def test_export_directory_verifies(cifar_export: Path, run: Callable[..., Result]) -> None:
+    result = run("verify", cifar_export)
+    assert result.exit_code == 0, result.output
+    assert "integrity  model.onnx: ok" in result.output
+    assert "verification passed" in result.output
+    if onnxruntime_unavailable("cuda"):  # says which backend it could not run, and why
+        assert "not run    model.onnx on onnxruntime-cuda:" in result.output
+
+
+def test_user_brought_onnx_verifies_against_spec_and_weights(cifar_export: Path, cifar_weights: Path,
+                                                             run: Callable[..., Result]) -> None:
+    result = run("verify", "--onnx", cifar_export / "model.onnx", "--spec", CIFAR, "--weights", cifar_weights)
+    assert result.exit_code == 0, result.output
+    assert "batch" in result.output and " 4 " in result.output  # its own profile 1:2:4, max included
+
+
+def test_perturbed_weight_fails_and_is_located(cifar_export: Path, cifar_weights: Path, tmp_path: Path,
+                                               run: Callable[..., Result]) -> None:
+    bad = tmp_path / "bad.onnx"
+    _perturb(cifar_export / "model.onnx", bad)
+    result = run("verify", "--onnx", bad, "--spec", CIFAR, "--weights", cifar_weights)
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in result.output
+    assert "verification failed" in result.output
+    assert "would pass with atol >=" in result.output  # by how much
+    assert f"weight differs from the spec+weights export: {PERTURBED}: 1 value(s) differ, max |diff| 0.5" \
+        in result.output  # and where
+
+
+def test_perturbed_weight_in_an_export_folder_fails_numerically(export_copy: Path, tmp_path: Path) -> None:
+    """Even with the manifest's hash updated (an exporter bug, not tampering) the numbers catch it."""
+    from exporters.manifest import describe, read_manifest, write_manifest
+
+    _perturb(export_copy / "model.onnx", export_copy / "model.onnx")
+    manifest = read_manifest(export_copy)
+    artifacts = [describe(export_copy, a.path, a.kind, a.precision) if a.path == "model.onnx" else a
+                 for a in manifest.artifacts]
+    write_manifest(export_copy, manifest.model_copy(update={"artifacts": artifacts}))
+    result = verify_directory(export_copy)
+    assert all(c.passed for c in result.artifact_checks)
+    failed = [c for c in result.comparisons if not c.passed]
+    assert failed and {c.batch for c in failed} == {1, 2, 4}
+    assert all(c.outputs[0].max_abs > 1e-3 for c in failed)
+
+
+def test_export_that_fails_verification_exits_1_with_the_table(cifar_weights: Path, tmp_path: Path,
+                                                               run: Callable[..., Result]) -> None:
+    result = run("export", CIFAR, "--weights", cifar_weights, "--batch", "1:1:2",
+                 "--atol", "0", "--rtol", "0", "--out", tmp_path)
+    assert result.exit_code == 1, result.output
+    assert "FAIL" in result.output and "would pass with atol >=" in result.output
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["verification"]["passed"] is False  # the artifacts stay for inspection, marked failed
+    assert run("verify", tmp_path).exit_code == 1
+
+
+def test_spec_that_does_not_match_the_onnx_is_a_user_error(cifar_export: Path,
+                                                           run: Callable[..., Result]) -> None:
+    result = run("verify", "--onnx", cifar_export / "model.onnx", "--spec", CIFAR, "--set", "input.size=64")
+    assert result.exit_code == 2
+    assert "the spec's model takes (N, 3, 64, 64)" in result.output
+
+
+@pytest.mark.parametrize("args", [[], ["DIR", "--onnx", "x.onnx"], ["--onnx", "x.onnx"],
+                                  ["DIR", "--atol", "1"]])
+def test_verify_option_mistakes_are_user_errors(cifar_export: Path, run: Callable[..., Result],
+                                                args: list[str]) -> None:
+    result = run("verify", *[str(cifar_export) if a == "DIR" else a for a in args])
+    assert result.exit_code == 2, result.output
+
+
+def test_junit_report(cifar_export: Path, export_copy: Path, tmp_path: Path,
+                      run: Callable[..., Result]) -> None:
+    passed = tmp_path / "reports" / "pass.xml"
+    assert run("verify", cifar_export, "--junit", passed).exit_code == 0
+    suite = ET.parse(passed).getroot()
+    assert suite.tag == "testsuite" and suite.get("failures") == "0"
+    names = [case.get("name") for case in suite.iter("testcase")]
+    assert "model.onnx" in names and "model.onnx batch=4" in names
+    assert int(suite.get("skipped", "0")) == sum(1 for _ in suite.iter("skipped"))
+
+    (export_copy / "spec.resolved.yaml").write_text("tampered")
+    failed = tmp_path / "fail.xml"
+    assert run("verify", export_copy, "--junit", failed).exit_code == 1
+    suite = ET.parse(failed).getroot()
+    assert suite.get("failures") == "1"
+    failure = next(suite.iter("failure"))
+    assert failure.get("message", "").startswith("spec.resolved.yaml: truncated")
+
+
+def test_seeded_inputs_depend_on_seed_and_batch_only() -> None:
+    a = seeded_input(0, 4, (3, 8, 8))
+    np.testing.assert_array_equal(a, seeded_input(0, 4, (3, 8, 8)))
+    assert a.dtype == np.float32 and a.shape == (4, 3, 8, 8)
+    assert not np.array_equal(a[:2], seeded_input(0, 2, (3, 8, 8)))
+    assert not np.array_equal(a, seeded_input(1, 4, (3, 8, 8)))
