@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SPECS, shipped_specs
+from spec_files import SPECS, shipped_specs
 from torch import nn
 
 from xception_build import build_model, load_spec, plan_spec

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import SPECS
+from spec_files import SPECS
 
 from xception_build import build_model
 from xception_build.cli import main

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SPECS
 from reference import REFERENCE_SPECS, formula_input, reference, reference_state_dict, relative_error
+from spec_files import SPECS
 
 from xception_build import build_model
 from xception_build.weights import load_state

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import SPECS
+from spec_files import SPECS
 from torch import nn
 
 from xception_build import build_model

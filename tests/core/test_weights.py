@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SPECS
+from spec_files import SPECS
 
 from xception_build import build_model
 from xception_build.errors import CheckpointError

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -15,14 +14,6 @@ from click.testing import CliRunner, Result
 ROOT = Path(__file__).resolve().parents[2]
 CIFAR = ROOT / "specs" / "xception_cifar.yaml"
 CIFAR_BATCH = "1:2:4"
-
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # Two workers on two cores: torch's default of one intra-op thread per core oversubscribes the
-    # machine and every small op then waits on a descheduled thread (measured 20x slower).
-    import torch
-
-    torch.set_num_threads(1)
-
 
 @pytest.fixture(scope="session")
 def xbuild() -> click.Group:
