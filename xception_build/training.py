@@ -94,7 +94,7 @@ def prepare_model(model: nn.Module, device: torch.device, options: TrainOptions)
     """Move to ``device``, switch layout, and wrap in ``torch.compile`` when asked (compiles lazily)."""
     model = model.to(device)
     if options.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     if options.compile:
         return torch.compile(model)  # type: ignore[return-value]
     return model
@@ -164,6 +164,32 @@ class TrainStep:
             total += int(labels.numel())
         return (correct / total if total else 0.0), total
 
+    @torch.no_grad()
+    def precise_bn(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], num_batches: int = 20) -> int:
+        """Recompute BatchNorm running statistics as a plain average over ``num_batches`` batches.
+
+        Why: running statistics are an exponential average that starts at mean 0 / variance 1 and
+        forgets that start slowly (0.9 per step); after a short run they still describe the
+        initial network, and eval-mode accuracy looks like chance although training worked
+        ("precise BN", as in pycls). Returns the number of batches used.
+        """
+        norms = [m for m in self.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative moving average: every batch weighs the same
+        self.model.train()
+        used = 0
+        try:
+            for images, _ in _limit(batches, num_batches):
+                with self.autocast():
+                    self.model(self.to_input(images))
+                used += 1
+        finally:
+            for m, momentum in zip(norms, saved, strict=True):
+                m.momentum = momentum
+        return used
+
     def save(self, path: str | Path) -> Path:
         """Safetensors checkpoint of the plain module, as ``xbuild export --weights`` reads it."""
         return save_checkpoint(self.module, path)
@@ -195,10 +221,13 @@ class EpochResult:
 
 def fit(step: TrainStep, train_batches: Iterable[tuple[torch.Tensor, torch.Tensor]], *, epochs: int = 1,
         val_batches: Iterable[tuple[torch.Tensor, torch.Tensor]] | None = None, max_steps: int | None = None,
-        progress: bool = True, losses: list[float] | None = None) -> list[EpochResult]:
+        progress: bool = True, losses: list[float] | None = None,
+        precise_bn_batches: int = 0) -> list[EpochResult]:
     """Train ``epochs`` passes (or ``max_steps`` steps in all) with a tqdm bar; evaluate each epoch.
 
     ``losses`` (optional) receives every step's loss, for callers that check learning.
+    ``precise_bn_batches`` > 0 recomputes BN statistics on that many training batches before each
+    evaluation (see :meth:`TrainStep.precise_bn`).
     Cosine learning-rate decay over the planned steps, as in most CNN recipes.
     """
     import time
@@ -218,23 +247,38 @@ def fit(step: TrainStep, train_batches: Iterable[tuple[torch.Tensor, torch.Tenso
         start, total_loss, steps, images = time.perf_counter(), 0.0, 0, 0
         bar = tqdm(_limit(train_batches, None if max_steps is None else max_steps - done), total=per_epoch,
                    desc=f"epoch {epoch}/{epochs}", unit="step", disable=not progress, leave=False)
+        pending: list[torch.Tensor] = []  # losses still on the device: reading each one would sync
         for x, y in bar:
-            loss = float(step(x, y))
-            if losses is not None:
-                losses.append(loss)
-            if scheduler is not None and done < planned:
+            pending.append(step(x, y))
+            if scheduler is not None and planned is not None and done < planned:
                 scheduler.step()
-            total_loss, steps, images, done = total_loss + loss, steps + 1, images + len(y), done + 1
-            bar.set_postfix(loss=f"{loss:.3f}")
+            steps, images, done = steps + 1, images + len(y), done + 1
+            if len(pending) == 10:
+                total_loss += _drain(pending, losses)
+                bar.set_postfix(mean_loss=f"{total_loss / steps:.3f}")
+        total_loss += _drain(pending, losses)
         bar.close()
         synchronize(step.device)
         result = EpochResult(epoch, total_loss / max(steps, 1), steps, images, time.perf_counter() - start)
         if val_batches is not None:
+            if precise_bn_batches:
+                step.precise_bn(train_batches, precise_bn_batches)
             result.val_accuracy, _ = step.evaluate(val_batches)
         results.append(result)
         if max_steps is not None and done >= max_steps:
             break
     return results
+
+
+def _drain(pending: list[torch.Tensor], losses: list[float] | None) -> float:
+    """Read the pending losses with one sync; append them to ``losses``; return their sum."""
+    if not pending:
+        return 0.0
+    values = torch.stack(pending).float().tolist()
+    pending.clear()
+    if losses is not None:
+        losses.extend(values)
+    return float(sum(values))
 
 
 def _limit(batches: Iterable[tuple[torch.Tensor, torch.Tensor]],

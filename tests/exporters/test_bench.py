@@ -1,0 +1,252 @@
+"""``xbuild bench`` (exporters.bench, exporters.bench_cli): timing logic, rows, table and JSON.
+
+No speed is asserted anywhere: figures are reported by the bench, never tested against a target.
+Heavy pieces (compiling the training step of the real network) are kept off by using a tiny
+model or by narrowing the training configurations.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import Result
+from torch import nn
+
+from exporters import bench
+from exporters.bench import BenchSettings, Timing, measure, percentile, run_bench
+from xception_build.errors import BackendUnavailable, UserError
+from xception_build.training import TrainOptions
+
+CIFAR = Path(__file__).resolve().parents[2] / "specs" / "xception_cifar.yaml"
+FAST = dict(warmup=1, min_reps=2, budget_s=0.0)
+
+
+def tiny() -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+                          nn.Conv2d(8, 8, 3, padding=1, groups=8, bias=False), nn.Conv2d(8, 16, 1, bias=False),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4))
+    return model
+
+
+def only(configs: list[str]) -> Callable[[torch.device], list[tuple[str, TrainOptions | None, str]]]:
+    real = bench.train_configs
+    return lambda device: [c for c in real(device) if c[0] in configs]
+
+
+@pytest.mark.parametrize("q", [0, 10, 50, 90, 100])
+def test_percentile_matches_numpy(q: float) -> None:
+    values = [5.0, 1.0, 3.0, 2.0, 8.0, 13.0]
+    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+def test_measure_warms_up_syncs_every_call_and_keeps_min_reps() -> None:
+    events: list[str] = []
+    timing = measure(lambda: events.append("call"), lambda: events.append("sync"), warmup=2, min_reps=4,
+                     max_reps=100, budget_s=0.0)
+    assert len(timing.samples) == 4
+    assert events == ["call", "call", "sync"] + ["call", "sync"] * 4  # warm-up, one sync, then timed
+
+
+def test_measure_repeats_until_the_budget_is_spent_but_stops_at_max_reps() -> None:
+    assert len(measure(lambda: None, lambda: None, warmup=0, min_reps=1, max_reps=7, budget_s=60).samples) == 7
+    timing = measure(lambda: None, lambda: None, warmup=0, min_reps=3, max_reps=10**6, budget_s=0.05)
+    assert len(timing.samples) > 3 and sum(timing.samples) <= 0.05 + 0.05
+
+
+def test_timing_percentiles() -> None:
+    t = Timing((0.1, 0.2, 0.3, 0.4, 1.0))
+    assert t.p50 == pytest.approx(0.3) and t.p90 == pytest.approx(0.76)
+
+
+def test_settings_are_validated() -> None:
+    with pytest.raises(UserError, match="choose from torch, compile, onnxruntime, tensorrt"):
+        BenchSettings(backends=("torch", "tvm"))
+    with pytest.raises(UserError, match="positive"):
+        BenchSettings(batches=(0,))
+
+
+def test_rows_for_every_backend_and_batch_with_unavailable_ones_kept() -> None:
+    settings = BenchSettings(batches=(1, 3), backends=("torch", "tensorrt"), **FAST)
+    tasks: list[str] = []
+    report = run_bench(tiny, (3, 8, 8), 4, settings, on_task=tasks.append)
+    assert [(r.backend, r.batch) for r in report.inference] == [("torch", 1), ("torch", 3),
+                                                                 ("tensorrt", 1), ("tensorrt", 3)]
+    assert tasks == ["torch batch 1", "torch batch 3", "tensorrt batch 1", "tensorrt batch 3"]
+    for row in report.inference[:2]:
+        assert row.status == "ok" and row.reps >= 2 and row.min_ms <= row.p50_ms <= row.p90_ms
+        assert row.images_per_s == pytest.approx(1e3 * row.batch / row.p50_ms)
+        assert row.fraction_flops is not None and row.fraction_flops > 0
+    if not torch.cuda.is_available():
+        for row in report.inference[2:]:
+            assert row.status == "unavailable" and "TensorRT" in row.reason
+    assert report.analytic["macs"] > 0 and report.environment["device"] == "cpu"
+
+
+def test_compile_and_onnxruntime_backends_run_a_small_model() -> None:
+    pytest.importorskip("onnxruntime")
+    torch._dynamo.reset()
+    report = run_bench(tiny, (3, 8, 8), 4, BenchSettings(batches=(1, 2), backends=("compile", "onnxruntime"),
+                                                         **FAST))
+    assert [r.status for r in report.inference] == ["ok"] * 4, [r.reason for r in report.inference]
+    assert all(r.setup_s is not None and r.setup_s > 0 for r in report.inference)
+
+
+def test_onnxruntime_without_the_provider_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    import exporters.runners
+
+    monkeypatch.setattr(exporters.runners, "onnxruntime_unavailable", lambda device: "no provider here")
+    report = run_bench(tiny, (3, 8, 8), 4, BenchSettings(batches=(1,), backends=("onnxruntime",), **FAST))
+    assert (report.inference[0].status, report.inference[0].reason) == ("unavailable", "no provider here")
+
+
+def test_tensorrt_rows_build_one_static_engine_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The TensorRT wiring, with the engine build and runner faked (no TensorRT or GPU needed)."""
+    from exporters import tensorrt_backend
+    from exporters.runners import INPUT_NAME
+
+    built: list[tuple[str, str, bool]] = []
+
+    class FakeRunner:
+        def __init__(self, plan: Path) -> None:
+            self.plan = plan
+
+        def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+            return {"logits": np.zeros((feeds[INPUT_NAME].shape[0], 4), np.float32)}
+
+    def fake_build(onnx_path: Path, plan: Path, settings: object, *, timing_cache: Path | None = None) -> dict:
+        assert onnx_path.is_file() and timing_cache is not None
+        built.append((plan.name, str(settings.profile), settings.precision))  # type: ignore[attr-defined]
+        return {}
+
+    monkeypatch.setattr(tensorrt_backend, "require_tensorrt", lambda: None)
+    monkeypatch.setattr(tensorrt_backend, "build_engine", fake_build)
+    monkeypatch.setattr(tensorrt_backend, "TensorRTRunner", FakeRunner)
+    backend = bench.make_backend("tensorrt", tiny(), torch.device("cuda"), (3, 8, 8), (1, 4))
+    try:
+        assert backend.runner(4)()["logits"].shape == (4, 4)
+        backend.runner(1)()
+    finally:
+        backend.close()
+    assert built == [("model.b4.plan", "4:4:4", "fp32"), ("model.b1.plan", "1:1:1", "fp32")]
+    with pytest.raises(BackendUnavailable, match="CUDA only"):
+        bench.make_backend("tensorrt", tiny(), torch.device("cpu"), (3, 8, 8), (1,))
+
+
+def test_a_broken_backend_is_a_failed_row_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[str] = []
+
+    def broken(*_args: object) -> object:
+        attempts.append("compile")
+        raise RuntimeError("engine exploded\nsecond line")
+
+    real = bench.make_backend
+    monkeypatch.setattr(bench, "make_backend", lambda name, *a: broken() if name == "compile" else real(name, *a))
+    report = run_bench(tiny, (3, 8, 8), 4, BenchSettings(batches=(1, 2), backends=("compile", "torch"), **FAST))
+    assert [r.status for r in report.inference] == ["failed", "failed", "ok", "ok"]
+    assert report.inference[1].reason == "RuntimeError: engine exploded"
+    assert attempts == ["compile"]  # set up once, not once per batch
+
+
+def test_training_rows_compare_with_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "train_configs", only(["fp32", "bf16", "fp16", "channels_last"]))
+    settings = BenchSettings(batches=(2,), backends=("torch",), train=True, **FAST)
+    report = run_bench(tiny, (3, 8, 8), 4, settings, make_reference=tiny)
+    rows = {(r.config, r.model): r for r in report.train}
+    ours, ref = rows[("fp32", "xception-build")], rows[("fp32", "timm legacy_xception")]
+    assert ours.status == ref.status == "ok" and ours.batch == 2
+    assert ours.vs_reference == pytest.approx(ours.images_per_s / ref.images_per_s)
+    assert ours.peak_memory_bytes and ours.peak_memory_bytes > 0 and ours.memory_kind
+    assert rows[("bf16", "xception-build")].status == "ok"
+    assert rows[("channels_last", "xception-build")].status == "ok"
+    if not torch.cuda.is_available():
+        assert rows[("fp16", "xception-build")].status == "skipped"
+        assert "GPU" in rows[("fp16", "xception-build")].reason
+
+
+def test_compiled_training_row(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "train_configs", only(["all"]))
+    report = run_bench(tiny, (3, 8, 8), 4, BenchSettings(batches=(2,), backends=("torch",), train=True, **FAST),
+                       reference_unavailable="timm is not importable here")
+    ours, ref = report.train
+    assert ours.config == "all" and ours.status == "ok", ours.reason
+    assert (ref.status, ref.reason) == ("unavailable", "timm is not importable here")
+    assert ours.vs_reference is None
+
+
+def test_timm_reference_is_available_or_says_why() -> None:
+    factory, reason = bench.timm_reference(10)
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        assert factory is None and "timm is not importable" in reason
+    else:
+        assert factory is not None and factory()(torch.randn(1, 3, 64, 64)).shape == (1, 10)
+
+
+def test_cpu_peak_memory_is_the_resident_set_high_water_mark() -> None:
+    assert bench._rss_peak() > 10 * 2**20  # a torch process holds well over 10 MB
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+
+def test_cli_prints_the_table_and_writes_json(run: Callable[..., Result], tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = run("bench", CIFAR, "--device", "cpu", "--batch", "1,2", "--backends", "torch,tensorrt",
+                 "--budget", "0", "--min-reps", "2", "--warmup", "1", "--no-progress", "--json", out)
+    assert result.exit_code == 0, result.output
+    text = result.output
+    assert "analytic per image" in text and "MMAC" in text and "arithmetic intensity" in text
+    assert "torch" in text and "tensorrt" in text and "p50 ms" in text
+    data = json.loads(out.read_text())
+    assert {r["backend"] for r in data["inference"]} == {"torch", "tensorrt"}
+    assert data["analytic"]["macs"] > 0 and data["environment"]["spec_hash"]
+    if not torch.cuda.is_available():
+        assert "unavailable: TensorRT" in text
+
+
+def test_cli_train_rows_in_the_table(run: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bench, "train_configs", only(["fp32"]))
+    result = run("bench", CIFAR, "--device", "cpu", "--batch", "2", "--backends", "torch", "--train",
+                 "--budget", "0", "--min-reps", "1", "--warmup", "0", "--no-progress")
+    assert result.exit_code == 0, result.output
+    assert "training step (batch 2" in result.output and "xception-build" in result.output
+    assert "timm legacy_xception" in result.output and "peak mem:" in result.output
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--batch", "0,8"], "--batch '0,8'"),
+    (["--batch", "x"], "comma-separated positive integers"),
+    (["--backends", "torch,tvm"], "choose from torch, compile, onnxruntime, tensorrt"),
+])
+def test_cli_user_errors_exit_2(run: Callable[..., Result], args: list[str], message: str) -> None:
+    result = run("bench", CIFAR, "--device", "cpu", *args)
+    assert result.exit_code == 2 and message in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the exit code on machines without CUDA")
+def test_cli_cuda_without_a_gpu_exits_3(run: Callable[..., Result]) -> None:
+    result = run("bench", CIFAR, "--device", "cuda", "--no-progress")
+    assert result.exit_code == BackendUnavailable.exit_code and "no CUDA device" in result.output
+
+
+def test_help_has_an_example(run: Callable[..., Result]) -> None:
+    result = run("bench", "--help")
+    assert result.exit_code == 0 and "xbuild bench specs/xception.yaml --device cpu" in result.output
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_bench_with_every_training_config(run: Callable[..., Result], tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    result = run("bench", CIFAR, "--device", "cuda", "--batch", "1,8", "--train", "--budget", "0.2",
+                 "--no-progress", "--json", out)
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.read_text())
+    ours = [r for r in data["train"] if r["model"] == "xception-build"]
+    assert all(r["status"] == "ok" for r in ours), ours
+    assert all(r["memory_kind"].startswith("torch.cuda.max_memory_allocated") for r in ours)
