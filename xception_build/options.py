@@ -24,7 +24,16 @@ DownsampleKind = Literal["maxpool", "depthwise"]
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class SpecValueError(ValueError):
+    """A validator's complaint about one field of the model it checks: ``at`` is that field's
+    path below the model, so the error points at the field, not at the whole mapping."""
+
+    def __init__(self, message: str, at: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.at = at
 
 
 class NormOverride(StrictModel):

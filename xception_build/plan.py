@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 from pydantic import BaseModel
 
 from .blocks import Shape, kind_of
+from .blocks.base import MAX_DIMENSION
 from .errors import SpecError
 from .options import BlockOptions, NormOverride, ResolvedOptions, resolve_options
 from .source import format_path
@@ -105,7 +106,14 @@ class _BlockContext:
         scaling = self._spec.scaling
         if scaling.width == 1.0:
             return channels
-        return make_divisible(channels * scaling.width, scaling.divisor)
+        scaled = channels * scaling.width
+        if not math.isfinite(scaled) or scaled > MAX_DIMENSION:
+            _fail_at(self._spec, ("scaling", "width"), f"width {scaling.width} times {channels:,} channels "
+                     f"is out of range: at most {MAX_DIMENSION:,} channels")
+        if scaling.divisor > MAX_DIMENSION:
+            _fail_at(self._spec, ("scaling", "divisor"),
+                     f"divisor {scaling.divisor:,} is out of range: at most {MAX_DIMENSION:,}")
+        return make_divisible(scaled, scaling.divisor)
 
     def fail(self, message: str, field: str | None = None, hint: str | None = None) -> NoReturn:
         path = (*self._path, field) if field else self._path
@@ -119,11 +127,41 @@ def _line_of(spec: Spec, path: tuple[str | int, ...]) -> int | None:
     return location.line if location else None
 
 
-def _plan_flow(spec: Spec, name: str, shape: Shape) -> tuple[FlowPlan, Shape]:
-    flow: FlowSpec = getattr(spec, name)
+# Far beyond any real network (the shipped specs have at most 16 blocks in a flow): a guard
+# against a mistyped count (repeat: 80000000) that would otherwise make planning run for hours.
+MAX_BLOCKS_PER_FLOW = 1_000
+
+
+def _fail_at(spec: Spec, path: tuple[str | int, ...], message: str, hint: str | None = None) -> NoReturn:
+    location = spec.source.location_of(path) if spec.source else None
+    raise SpecError(message, location=location, spec_path=format_path(path), hint=hint)
+
+
+def _check_block_count(spec: Spec, name: str, flow: FlowSpec) -> int:
+    """The flow's repeat after depth scaling, once the number of blocks it makes is sane."""
+    too_many = f"more than {MAX_BLOCKS_PER_FLOW:,} blocks in the {name} flow, the most a spec may have"
+    for part, entries in (("stem", flow.stem), ("blocks", flow.blocks)):
+        for index, entry in enumerate(entries):
+            if getattr(entry, "repeat", 1) > MAX_BLOCKS_PER_FLOW:
+                _fail_at(spec, (name, part, index, "repeat"),
+                         f"repeat {entry.repeat:,} would make {too_many}")
     flow_repeat = flow.repeat
     if name == "middle" and spec.scaling.depth != 1.0:
-        flow_repeat = max(1, math.ceil(flow.repeat * spec.scaling.depth))
+        scaled = flow.repeat * spec.scaling.depth
+        if not math.isfinite(scaled) or scaled > MAX_BLOCKS_PER_FLOW:
+            _fail_at(spec, ("scaling", "depth"), f"depth {spec.scaling.depth} times middle.repeat "
+                     f"{flow.repeat} would make {too_many}")
+        flow_repeat = max(1, math.ceil(scaled))
+    count = flow_repeat * sum(getattr(entry, "repeat", 1) for entry in flow.blocks)
+    if count > MAX_BLOCKS_PER_FLOW:
+        _fail_at(spec, (name, "repeat"),
+                 f"repeat {flow_repeat:,} of {count // flow_repeat:,} block(s) would make {too_many}")
+    return flow_repeat
+
+
+def _plan_flow(spec: Spec, name: str, shape: Shape) -> tuple[FlowPlan, Shape]:
+    flow: FlowSpec = getattr(spec, name)
+    flow_repeat = _check_block_count(spec, name, flow)
     planned: dict[str, list[PlannedBlock]] = {"stem": [], "blocks": []}
     for part, entries, copies_of_list in (("stem", flow.stem, 1), ("blocks", flow.blocks, flow_repeat)):
         for _ in range(copies_of_list):
@@ -168,6 +206,11 @@ def _as_options(entry: BaseModel) -> Any:
 def plan_spec(spec: Spec) -> Plan:
     """Work out every block's shapes and costs; raise ``SpecError`` for an impossible spec."""
     height, width = spec.input.height_width
+    for what, value, path in (("input size", max(height, width), ("input", "size")),
+                              ("input channels", spec.input.channels, ("input", "channels")),
+                              ("num_classes", spec.head.num_classes, ("head", "num_classes"))):
+        if value > MAX_DIMENSION:
+            _fail_at(spec, path, f"{what} {value:,} is out of range: at most {MAX_DIMENSION:,}")
     shape = Shape(spec.input.channels, height, width)
     input_shape = shape
     flows = []

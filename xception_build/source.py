@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import yaml
 
@@ -26,12 +26,18 @@ from .errors import Location, SpecError
 PathKey = tuple[str | int, ...]
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 def format_path(path: Iterable[str | int]) -> str:
-    """``("entry", "blocks", 2, "stride")`` -> ``entry.blocks[2].stride``."""
+    """``("entry", "blocks", 2, "stride")`` -> ``entry.blocks[2].stride``; a key that is not a plain
+    name is quoted, so the path stays one unambiguous line: ``input['my key']``."""
     text = ""
     for part in path:
         if isinstance(part, int):
             text += f"[{part}]"
+        elif not _PLAIN_KEY.fullmatch(part):
+            text += f"[{part!r}]"
         else:
             text += f".{part}" if text else part
     return text
@@ -72,82 +78,190 @@ _SpecLoader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
-_scalar_constructor = yaml.constructor.SafeConstructor()
+
+_YAML_TAG_PREFIX = "tag:yaml.org,2002:"
+_COLLECTION_TAGS = {"MappingNode": _YAML_TAG_PREFIX + "map", "SequenceNode": _YAML_TAG_PREFIX + "seq"}
+# A spec is a few hundred values; this bounds what aliases can expand to ("billion laughs").
+_MAX_VALUES = 100_000
+_PLAIN_VALUES = "a spec holds plain values only: numbers, text, true/false, null, lists and mappings"
+
+
+class _ScalarConstructor(yaml.constructor.SafeConstructor):
+    """The safe constructor, reading a plain ``=`` or ``<<`` value as the text it is (YAML 1.1
+    gives them tags of their own that the safe loader cannot construct)."""
+
+
+_ScalarConstructor.add_constructor(_YAML_TAG_PREFIX + "value", _ScalarConstructor.construct_yaml_str)
+_ScalarConstructor.add_constructor(_YAML_TAG_PREFIX + "merge", _ScalarConstructor.construct_yaml_str)
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag[len(_YAML_TAG_PREFIX):] if tag.startswith(_YAML_TAG_PREFIX) else tag
 
 
 def _node_location(node: yaml.Node, file: str) -> Location:
     return Location(file, node.start_mark.line + 1, node.start_mark.column + 1)
 
 
-def _construct(node: yaml.Node, file: str, path: PathKey,
-               locations: dict[PathKey, Location]) -> Any:
-    if isinstance(node, yaml.MappingNode):
+class _Constructor:
+    """Turns a composed YAML node tree into plain dicts, lists and scalars, recording where each
+    value was written. Only the safe loader's scalar types are built; any other tag (such as
+    ``!!python/object``), an alias that contains itself and duplicate keys are refused."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.locations: dict[PathKey, Location] = {}
+        self._scalars = _ScalarConstructor()
+        self._values = 0
+        self._open: set[int] = set()  # ids of the collections being built (alias cycles)
+
+    def fail(self, message: str, node: yaml.Node, path: PathKey, hint: str | None = None) -> NoReturn:
+        raise SpecError(message, location=_node_location(node, self.file),
+                        spec_path=format_path(path) or None, hint=hint)
+
+    def build(self, node: yaml.Node, path: PathKey) -> Any:
+        self._values += 1
+        if self._values > _MAX_VALUES:
+            self.fail(f"the document expands to more than {_MAX_VALUES:,} values", node, path,
+                      hint="aliases (*name) that repeat large parts of the document multiply its size")
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, path)
+        expected = _COLLECTION_TAGS.get(type(node).__name__)
+        if node.tag != expected:
+            self.fail(f"unsupported YAML tag '{_short_tag(node.tag)}'", node, path, hint=_PLAIN_VALUES)
+        if id(node) in self._open:
+            self.fail("this alias refers to a value that contains it (a recursive alias)", node, path)
+        self._open.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node, path)
+            return self.sequence(node, path)
+        finally:
+            self._open.discard(id(node))
+
+    def scalar(self, node: yaml.ScalarNode, path: PathKey) -> Any:
+        try:
+            return self._scalars.construct_object(node)
+        except yaml.constructor.ConstructorError:
+            self.fail(f"unsupported YAML tag '{_short_tag(node.tag)}'", node, path, hint=_PLAIN_VALUES)
+        except Exception:  # the constructor's own failures, e.g. `!!int abc`, `!!int ''`
+            self.fail(f"cannot read {_shown(repr(node.value))} as {_short_tag(node.tag)}", node, path)
+
+    def mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise SpecError("a mapping key must be a plain name", location=_node_location(key_node, file),
-                                spec_path=format_path(path) or None)
-            key = _scalar_constructor.construct_object(key_node)
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _YAML_TAG_PREFIX + "merge":
+                self.fail("a mapping key must be a plain name", key_node, path,
+                          hint="merge keys (<<) and lists or mappings as keys are not supported")
+            key = self.scalar(key_node, path)
             if not isinstance(key, str):
                 key = str(key)
             if key in result:
-                first = locations.get((*path, key))
-                raise SpecError(
-                    f"duplicate key '{key}'" + (f" (first written at line {first.line})" if first else ""),
-                    location=_node_location(key_node, file), spec_path=format_path((*path, key)),
-                    hint="YAML keeps only the last of duplicate keys; write each key once")
-            locations[(*path, key)] = _node_location(key_node, file)
-            result[key] = _construct(value_node, file, (*path, key), locations)
+                first = self.locations.get((*path, key))
+                where = f" (first written at line {first.line})" if first else ""
+                self.fail(f"duplicate key {key!r}{where}", key_node, (*path, key),
+                          hint="YAML keeps only the last of duplicate keys; write each key once")
+            self.locations[(*path, key)] = _node_location(key_node, self.file)
+            result[key] = self.build(value_node, (*path, key))
         return result
-    if isinstance(node, yaml.SequenceNode):
+
+    def sequence(self, node: yaml.SequenceNode, path: PathKey) -> list[Any]:
         items = []
         for index, item in enumerate(node.value):
-            locations[(*path, index)] = _node_location(item, file)
-            items.append(_construct(item, file, (*path, index), locations))
+            self.locations[(*path, index)] = _node_location(item, self.file)
+            items.append(self.build(item, (*path, index)))
         return items
-    return _scalar_constructor.construct_object(node)
+
+
+# A spec is a few kilobytes; this stops `/dev/zero` or a multi-gigabyte file given by mistake.
+MAX_SPEC_BYTES = 4 << 20
+
+
+def _shown(text: str, limit: int = 80) -> str:
+    """User text quoted inside a message: control characters escaped, long text shortened."""
+    if not text.isprintable():
+        text = text.encode("unicode_escape").decode("ascii")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _read_text(path: Path) -> str:
-    if not path.exists():
-        raise SpecError("file not found", location=Location(str(path)),
-                        hint="give the path of a spec file, e.g. specs/xception.yaml")
-    if path.is_dir():
-        raise SpecError("is a directory, expected a YAML spec file", location=Location(str(path)))
+    where = Location(str(path))
     try:
-        return path.read_text(encoding="utf-8")
+        if not path.exists():
+            raise SpecError("file not found", location=where,
+                            hint="give the path of a spec file, e.g. specs/xception.yaml")
+        if path.is_dir():
+            raise SpecError("is a directory, expected a YAML spec file", location=where)
+        with path.open("rb") as stream:
+            raw = stream.read(MAX_SPEC_BYTES + 1)
     except PermissionError as exc:
-        raise SpecError("cannot read the file: permission denied", location=Location(str(path))) from exc
-    except UnicodeDecodeError as exc:
-        raise SpecError("the file is not UTF-8 text; expected a YAML spec", location=Location(str(path))) from exc
+        raise SpecError("cannot read the file: permission denied", location=where) from exc
     except OSError as exc:
-        raise SpecError(f"cannot read the file: {exc.strerror}", location=Location(str(path))) from exc
+        raise SpecError(f"cannot read the file: {exc.strerror or exc}", location=where) from exc
+    except ValueError as exc:  # e.g. a NUL character in the path
+        raise SpecError(f"not a usable file path: {exc}", location=Location(_shown(str(path)))) from exc
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"the file is larger than {MAX_SPEC_BYTES >> 20} MiB; expected a YAML spec",
+                        location=where)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise SpecError(f"the file is not UTF-8 text (byte 0x{raw[exc.start]:02x}); expected a YAML spec",
+                        location=Location(str(path), line, column)) from exc
+
+
+def _compose(text: str, file: str) -> yaml.Node | None:
+    """YAML text -> node tree, with every syntax error as a located ``SpecError``."""
+    try:
+        return yaml.compose(text, Loader=_SpecLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        location = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file, 1, 1)
+        message = f"malformed YAML: {exc.problem or exc.context}"
+        start = exc.context_mark
+        if exc.problem and exc.context and start is not None and mark is not None \
+                and (start.line, start.column) != (mark.line, mark.column):
+            if exc.context.startswith("while "):  # "while parsing a flow sequence"
+                message += f" ({exc.context} that starts at line {start.line + 1}, column {start.column + 1})"
+            else:  # "expected a single document in the stream"
+                message = f"malformed YAML: {exc.context}, {exc.problem}"
+        raise SpecError(message, location=location) from exc
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, e.g. NUL
+        line = text.count("\n", 0, exc.position) + 1
+        column = exc.position - (text.rfind("\n", 0, exc.position) + 1) + 1
+        character = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise SpecError(f"malformed YAML: character {character} is not allowed in YAML text",
+                        location=Location(file, line, column)) from exc
+    except yaml.YAMLError as exc:
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise SpecError(f"malformed YAML: {_shown(first_line)}", location=Location(file, 1, 1)) from exc
+    except RecursionError as exc:
+        raise SpecError("malformed YAML: lists or mappings are nested too deeply",
+                        location=Location(file, 1, 1)) from exc
 
 
 def parse_yaml(text: str, file: str) -> SpecSource:
     """Parse one YAML document into plain data with positions (safe loader only)."""
-    try:
-        node = yaml.compose(text, Loader=_SpecLoader)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        location = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
-        raise SpecError(f"malformed YAML: {exc.problem or exc.context}", location=location) from exc
-    except yaml.YAMLError as exc:  # e.g. several documents in one file
-        raise SpecError(f"malformed YAML: {exc}", location=Location(file)) from exc
+    node = _compose(text, file)
     if node is None:
         raise SpecError("the spec is empty; expected a mapping with input, entry, middle, exit and head",
-                        location=Location(file))
-    locations: dict[PathKey, Location] = {(): _node_location(node, file)}
+                        location=Location(file, 1, 1))
+    constructor = _Constructor(file)
+    constructor.locations[()] = _node_location(node, file)
     try:
-        data = _construct(node, file, (), locations)
-    except yaml.constructor.ConstructorError as exc:
-        mark = exc.problem_mark
-        location = Location(file, mark.line + 1, mark.column + 1) if mark else Location(file)
-        raise SpecError(f"unsupported YAML value: {exc.problem}", location=location) from exc
+        data = constructor.build(node, ())
+    except RecursionError as exc:
+        raise SpecError("lists or mappings are nested too deeply",
+                        location=_node_location(node, file)) from exc
     if not isinstance(data, dict):
-        raise SpecError(f"a spec must be a mapping of sections, got a {type(data).__name__}",
-                        location=locations[()])
-    return SpecSource(data=data, locations=locations, files=(file,))
+        kinds = {list: "a list", str: "text", bool: "true or false", int: "a number", float: "a number"}
+        got = "null" if data is None else kinds.get(type(data), f"a {type(data).__name__}")
+        raise SpecError(f"a spec must be a mapping of sections, got {got}",
+                        location=constructor.locations[()],
+                        hint="e.g. name: ..., entry: {blocks: [...]}, exit: {blocks: [...]}")
+    return SpecSource(data=data, locations=constructor.locations, files=(file,))
 
 
 # -- extends ------------------------------------------------------------------------------
@@ -181,12 +295,16 @@ def _get(data: Any, path: PathKey) -> Any:
 def load_source(path: str | os.PathLike[str], _chain: tuple[Path, ...] = ()) -> SpecSource:
     """Read a spec file and everything it ``extends``, merged into one source."""
     file = Path(path)
-    resolved = file.resolve()
+    text = _read_text(file)  # first: it turns a path that cannot be a file into a SpecError
+    try:
+        resolved = file.resolve()
+    except (OSError, RuntimeError):  # a symlink loop
+        resolved = Path(os.path.abspath(file))
     if resolved in _chain:
         cycle = " -> ".join(str(p) for p in (*_chain, resolved))
         raise SpecError(f"'extends' cycle: {cycle}", location=Location(str(file)),
                         hint="a spec may not extend itself, directly or through other specs")
-    source = parse_yaml(_read_text(file), str(file))
+    source = parse_yaml(text, str(file))
     parent_ref = source.data.pop("extends", None)
     if parent_ref is None:
         return source
@@ -198,9 +316,9 @@ def load_source(path: str | os.PathLike[str], _chain: tuple[Path, ...] = ()) -> 
     try:
         parent = load_source(parent_path, (*_chain, resolved))
     except SpecError as exc:
-        if exc.location is not None and exc.location.file == str(parent_path) and exc.location.line is None:
+        if exc.location is not None and exc.location.line is None:
             # The parent itself is missing or unreadable: point at the 'extends' line that named it.
-            raise SpecError(f"cannot extend '{parent_ref}': {exc.message}", location=extends_location,
+            raise SpecError(f"cannot extend '{_shown(parent_ref)}': {exc.message}", location=extends_location,
                             spec_path="extends", hint=exc.hint) from exc
         raise
     return SpecSource(data=_deep_merge(parent.data, source.data),
@@ -213,17 +331,36 @@ def load_source(path: str | os.PathLike[str], _chain: tuple[Path, ...] = ()) -> 
 _SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
 
 
-def parse_override_path(text: str) -> PathKey:
+def parse_override_path(text: str, location: Location | None = None) -> PathKey:
     """``entry.blocks[2].stride`` -> ``("entry", "blocks", 2, "stride")``."""
     parts: list[str | int] = []
     for segment in text.split("."):
         match = _SEGMENT.fullmatch(segment)
         if not match:
-            raise SpecError(f"bad --set path '{text}'", location=Location("--set"),
+            shown = _shown(text, 200)
+            raise SpecError(f"bad --set path '{shown}'", location=location or Location("--set"),
                             hint="write PATH=VALUE with PATH like middle.repeat or entry.blocks[2].stride")
         parts.append(match.group(1))
         parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
     return tuple(parts)
+
+
+def _parse_value(raw: str, where: Location) -> Any:
+    """An override's VALUE, read like a value in a spec file (same loader, same refusals)."""
+    hint = "VALUE is read as YAML: 4, 1e-3, relu, [1, 2], {eps: 1e-3}; quote text with YAML syntax in it"
+    shown = _shown(raw, 200)
+    try:
+        node = yaml.compose(raw, Loader=_SpecLoader)
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise SpecError(f"bad --set value '{shown}': not a YAML value", location=where, hint=hint) from exc
+    if node is None:  # empty, or only a comment
+        return None
+    try:
+        return _Constructor(str(where)).build(node, ())
+    except SpecError as exc:
+        raise SpecError(f"bad --set value '{shown}': {exc.message}", location=where, hint=exc.hint) from exc
+    except RecursionError as exc:
+        raise SpecError(f"bad --set value '{shown}': nested too deeply", location=where) from exc
 
 
 def apply_overrides(source: SpecSource, overrides: Sequence[str]) -> SpecSource:
@@ -231,40 +368,51 @@ def apply_overrides(source: SpecSource, overrides: Sequence[str]) -> SpecSource:
     data = copy.deepcopy(source.data)
     locations = dict(source.locations)
     for override in overrides:
-        where = Location(f"--set {override}")
+        shown = _shown(override, 200)
+        where = Location(f"--set {shown}")
         if "=" not in override:
-            raise SpecError(f"bad --set '{override}': expected PATH=VALUE", location=where,
+            raise SpecError(f"bad --set '{shown}': expected PATH=VALUE", location=where,
                             hint="e.g. --set middle.repeat=4 or --set head.num_classes=10")
         raw_path, raw_value = override.split("=", 1)
-        path = parse_override_path(raw_path.strip())
-        try:
-            value = yaml.safe_load(raw_value) if raw_value.strip() else None
-        except yaml.YAMLError as exc:
-            raise SpecError(f"bad --set value '{raw_value}': not a YAML value", location=where) from exc
+        path = parse_override_path(raw_path.strip(), where)
+        value = _parse_value(raw_value, where)
         target: Any = data
         for depth, part in enumerate(path[:-1]):
-            here = format_path(path[: depth + 1])
+            here = path[: depth + 1]
             if isinstance(part, int):
-                if not isinstance(target, list) or part >= len(target):
-                    size = len(target) if isinstance(target, list) else 0
-                    raise SpecError(f"no list item [{part}] here (the list has {size})", location=where,
-                                    spec_path=here)
+                if not isinstance(target, list):
+                    raise SpecError(f"cannot take item [{part}]: {_what(path[:depth])} is not a list",
+                                    location=where, spec_path=format_path(here))
+                if part >= len(target):
+                    raise SpecError(f"no list item [{part}] here (the list has {len(target)})",
+                                    location=where, spec_path=format_path(here))
                 target = target[part]
             else:
                 if not isinstance(target, dict):
-                    raise SpecError(f"'{part}' cannot be set: its parent is not a mapping", location=where,
-                                    spec_path=here)
-                target = target.setdefault(part, {})
+                    raise SpecError(f"'{part}' cannot be set: {_what(path[:depth])} is not a mapping",
+                                    location=where, spec_path=format_path(here))
+                if part not in target:
+                    target[part] = {}
+                    locations[here] = where  # a key this override creates is located at the override
+                target = target[part]
         last = path[-1]
         if isinstance(last, int):
-            if not isinstance(target, list) or last >= len(target):
-                raise SpecError(f"no list item [{last}] to set", location=where, spec_path=format_path(path))
+            if not isinstance(target, list):
+                raise SpecError(f"cannot set item [{last}]: {_what(path[:-1])} is not a list", location=where,
+                                spec_path=format_path(path))
+            if last >= len(target):
+                raise SpecError(f"no list item [{last}] to set (the list has {len(target)})", location=where,
+                                spec_path=format_path(path))
             target[last] = value
         else:
             if not isinstance(target, dict):
-                raise SpecError("cannot set a key inside a value that is not a mapping", location=where,
+                raise SpecError(f"cannot set '{last}': {_what(path[:-1])} is not a mapping", location=where,
                                 spec_path=format_path(path))
             target[last] = value
         locations = {p: loc for p, loc in locations.items() if p[: len(path)] != path}
         locations[path] = where
     return SpecSource(data=data, locations=locations, files=source.files)
+
+
+def _what(path: PathKey) -> str:
+    return format_path(path) or "the spec"

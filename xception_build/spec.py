@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Annotated, Any, Literal, Union
 
 import yaml
@@ -20,7 +20,7 @@ from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationError, mo
 from .blocks import BLOCK_KINDS
 from .blocks.conv import ConvBlockSpec
 from .errors import SpecError
-from .options import BlockOptions, Defaults, StrictModel
+from .options import BlockOptions, Defaults, SpecValueError, StrictModel
 from .source import SpecSource, apply_overrides, format_path, load_source
 
 
@@ -49,13 +49,14 @@ class InputSpec(StrictModel):
     def _consistent(self) -> InputSpec:
         sizes = self.size if isinstance(self.size, list) else [self.size]
         if len(sizes) not in (1, 2) or any(s <= 0 for s in sizes):
-            raise ValueError(f"size must be a positive side or [height, width], got {self.size}")
+            raise SpecValueError(f"size must be a positive side or [height, width], got {self.size}",
+                                 ("size",))
         for name in ("mean", "std"):
             if len(getattr(self, name)) != self.channels:
-                raise ValueError(f"{name} needs one value per input channel ({self.channels}), "
-                                 f"got {len(getattr(self, name))}")
+                raise SpecValueError(f"{name} needs one value per input channel ({self.channels}), "
+                                     f"got {len(getattr(self, name))}", (name,))
         if any(s <= 0 for s in self.std):
-            raise ValueError("std values must be positive")
+            raise SpecValueError(f"std values must be positive, got {self.std}", ("std",))
         return self
 
     @property
@@ -107,7 +108,8 @@ class Spec(StrictModel):
     def _stems_only_in_entry(self) -> Spec:
         for flow in ("middle", "exit"):
             if getattr(self, flow).stem:
-                raise ValueError(f"only the entry flow has a stem; move {flow}.stem into entry.stem")
+                raise SpecValueError(f"only the entry flow has a stem; move {flow}.stem into entry.stem",
+                                     (flow, "stem"))
         return self
 
 
@@ -166,11 +168,32 @@ def _model_at(path: Sequence[str | int], data: Any) -> type[StrictModel] | None:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    """A value as the spec's author wrote it (YAML spelling), shortened."""
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, (list, tuple, set)):
+        return "a list"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    text = repr(value)
     return text if len(text) < 60 else text[:57] + "..."
 
 
-def _explain(error: dict[str, Any], source: SpecSource, path: tuple[str | int, ...]) -> tuple[str, str | None]:
+# What a type error's kind says was expected ("expected a whole number, got 'abc'").
+_EXPECTED = {
+    "int_type": "a whole number", "int_parsing": "a whole number", "int_from_float": "a whole number",
+    "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
+    "bool_type": "true or false", "bool_parsing": "true or false", "string_type": "text",
+    "list_type": "a list", "model_type": "a mapping of keys", "model_attributes_type": "a mapping of keys",
+    "dict_type": "a mapping of keys",
+}
+_BOUNDS = {"greater_than": ("gt", "greater than"), "greater_than_equal": ("ge", "at least"),
+           "less_than": ("lt", "less than"), "less_than_equal": ("le", "at most")}
+
+
+def _explain(error: Mapping[str, Any], source: SpecSource, path: tuple[str | int, ...]) -> tuple[str, str | None]:
     kind, value = error["type"], error.get("input")
     ctx = error.get("ctx") or {}
     if kind == "extra_forbidden":
@@ -179,13 +202,14 @@ def _explain(error: dict[str, Any], source: SpecSource, path: tuple[str | int, .
         valid = sorted(model.model_fields) if model else []
         close = difflib.get_close_matches(str(path[-1]), valid, n=1)
         hint = (f"did you mean '{close[0]}'? " if close else "") + (f"valid keys: {', '.join(valid)}" if valid else "")
-        return f"unknown key '{path[-1]}'", hint or None
+        return f"unknown key {path[-1]!r}", hint or None
     if kind == "missing":
-        return f"missing required key '{error['loc'][-1]}'", None
+        return f"missing required key {error['loc'][-1]!r}", None
     if kind == "union_tag_invalid":
         known = sorted(BLOCK_KINDS)
         close = difflib.get_close_matches(str(ctx.get("tag")), known, n=1)
-        return (f"unknown block kind '{ctx.get('tag')}'",
+        written = value.get("kind") if isinstance(value, dict) else ctx.get("tag")
+        return (f"unknown block kind {_describe(written)}",
                 (f"did you mean '{close[0]}'? " if close else "") + f"known kinds: {', '.join(known)}")
     if kind in ("literal_error", "enum"):
         expected = str(ctx.get("expected", ""))
@@ -193,35 +217,87 @@ def _explain(error: dict[str, Any], source: SpecSource, path: tuple[str | int, .
         close = difflib.get_close_matches(str(value), choices, n=1) if isinstance(value, str) else []
         return (f"{_describe(value)} is not a valid choice",
                 (f"did you mean '{close[0]}'? " if close else "") + f"valid choices: {', '.join(choices)}")
-    if kind in ("int_type", "int_parsing", "int_from_float"):
-        return f"expected a whole number, got {_describe(value)}", None
-    if kind in ("float_type", "float_parsing"):
-        return f"expected a number, got {_describe(value)}", None
-    if kind in ("bool_type", "bool_parsing"):
-        return f"expected true or false, got {_describe(value)}", None
-    if kind in ("string_type",):
-        return f"expected text, got {_describe(value)}", None
-    if kind in ("list_type",):
-        return f"expected a list, got {_describe(value)}", None
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        return f"expected a mapping of keys, got {_describe(value)}", None
+    if kind in _EXPECTED:
+        return f"expected {_EXPECTED[kind]}, got {_describe(value)}", None
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        return f"expected a value {words} {ctx.get(key)}, got {_describe(value)}", None
+    if kind == "string_too_short":
+        return "expected non-empty text", None
     message = error["msg"].removeprefix("Value error, ")
     return message, None
 
 
+def _error_path(error: Mapping[str, Any], data: Any) -> tuple[str | int, ...]:
+    """The spec path an error is about (a path into the data, as the author wrote it)."""
+    loc = error["loc"]
+    if error["type"] == "missing":
+        return _data_path(data, loc[:-1])
+    if error["type"] == "extra_forbidden":
+        return (*_data_path(data, loc[:-1]), loc[-1])
+    path = _data_path(data, loc)
+    if error["type"] == "union_tag_invalid":
+        item = data
+        for part in path:
+            item = item[part]
+        if isinstance(item, dict) and "kind" in item:
+            path = (*path, "kind")
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, SpecValueError):  # a model validator naming the field it is about
+        path = _data_path(data, (*path, *cause.at))
+    return path
+
+
+def _branch_points(error: Mapping[str, Any], data: Any) -> list[tuple[tuple[str | int, ...], str | int]]:
+    """Where an error passed through a union: (value path, branch) for each part of ``loc`` that
+    names a union branch (``int``, ``list[int]``, ``xception``) rather than a key or an index."""
+    points: list[tuple[tuple[str | int, ...], str | int]] = []
+    loc = error["loc"]
+    path: list[str | int] = []
+    for index, part in enumerate(loc):
+        in_mapping = isinstance(data, dict) and part in data
+        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
+        if in_mapping or in_list:
+            data = data[part]
+            path.append(part)
+        elif not (error["type"] == "missing" and index == len(loc) - 1):
+            points.append((tuple(path), part))
+    return points
+
+
 def _spec_error(exc: ValidationError, source: SpecSource) -> SpecError:
     errors = exc.errors(include_url=False)
-    # Prefer the error pydantic reports deepest: with tagged unions the shallow ones repeat it.
-    first = errors[0]
-    path = _data_path(source.data, first["loc"])
-    if first["type"] == "extra_forbidden" or first["type"] == "missing":
-        path = _data_path(source.data, first["loc"][:-1]) + ((first["loc"][-1],) if first["type"] ==
-                                                               "extra_forbidden" else ())
-    message, hint = _explain(first, source, path)
-    if first["type"] == "missing":
+    chosen, others = errors[0], len(errors) - 1
+    # A value that fits no branch of a union (``out: int | list[int]``) gets one error per branch:
+    # report the branch that got furthest into the value (``out[1]: expected a whole number``),
+    # or, when none did, what each branch expected (``expected a whole number or a list``).
+    points = [_branch_points(e, source.data) for e in errors]
+    alternatives: list[int] = []
+    site: tuple[str | int, ...] = ()
+    for site, _ in reversed(points[0]):
+        alternatives = [i for i, p in enumerate(points) if any(where == site for where, _ in p)]
+        if len({branch for i in alternatives for where, branch in points[i] if where == site}) > 1:
+            break
+        alternatives = []
+    if alternatives:
+        def branch_of(i: int) -> str | int:
+            return next(branch for where, branch in points[i] if where == site)
+
+        best = max(alternatives, key=lambda i: len(_error_path(errors[i], source.data)))
+        chosen = errors[best]
+        same_branch = sum(branch_of(i) == branch_of(best) for i in alternatives)
+        others = len(errors) - len(alternatives) + same_branch - 1
+    path = _error_path(chosen, source.data)
+    message, hint = _explain(chosen, source, path)
+    if alternatives and path == site:
+        expected = list(dict.fromkeys(_EXPECTED.get(errors[i]["type"], "") for i in alternatives))
+        if all(expected):
+            message = f"expected {' or '.join(expected)}, got {_describe(chosen.get('input'))}"
+            others = len(errors) - len(alternatives)
+    if chosen["type"] == "missing":
         message += f" in {format_path(path) or 'the spec'}"
-    if len(errors) > 1:
-        more = f"({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''} after this one)"
+    if others > 0:
+        more = f"({others} more problem{'s' if others > 1 else ''} after this one)"
         hint = f"{hint}\n  {more}" if hint else more
     return SpecError(message, location=source.location_of(path), spec_path=format_path(path) or None,
                      hint=hint)

@@ -60,6 +60,19 @@ class BlockKind(Protocol):
     build: Callable[[Any], nn.Module]
 
 
+# Far beyond any real layer (the widest shipped layer has 2,048 channels), and small enough for every
+# backend's integer types: a mistyped `stride: 20000000000` fails in planning, not deep in torch.
+MAX_DIMENSION = 1 << 24
+# Separable convs in one block (the shipped blocks have at most 3).
+MAX_REPS = 1_000
+
+
+def check_range(ctx: PlanContext, field: str, value: int, what: str, limit: int = MAX_DIMENSION) -> None:
+    """Fail, pointing at ``field``, when a count is larger than any network could use."""
+    if value > limit:
+        ctx.fail(f"{what} {value:,} is out of range: at most {limit:,}", field)
+
+
 def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..layers import NamedSequential, make_activation, make_norm
 from ..options import ActivationName, NormOverride, ResolvedOptions, StrictModel
-from .base import BlockPlan, PlanContext, Shape, conv_costs, norm_params
+from .base import BlockPlan, PlanContext, Shape, check_range, conv_costs, norm_params
 
 ConvLayoutToken = Literal["conv", "norm", "act", "relu", "relu6", "elu", "gelu", "silu"]
 
@@ -55,6 +55,11 @@ class ConvConfig:
 
 
 def plan(spec: ConvBlockSpec, options: ResolvedOptions, in_shape: Shape, ctx: PlanContext) -> BlockPlan:
+    check_range(ctx, "out", spec.out, "out channels")
+    check_range(ctx, "kernel", spec.kernel, "kernel")
+    check_range(ctx, "stride", spec.stride, "stride")
+    if spec.padding is not None:
+        check_range(ctx, "padding", spec.padding, "padding")
     out_channels = ctx.scale_channels(spec.out)
     padding = spec.kernel // 2 if spec.padding is None else spec.padding
     ops = tuple(options.activation if token == "act" else token for token in spec.layout)

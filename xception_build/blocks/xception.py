@@ -22,7 +22,7 @@ from torch import nn
 
 from ..layers import NamedSequential, ResidualBlock, make_activation, make_norm
 from ..options import BlockOptions, ResolvedOptions
-from .base import BlockPlan, PlanContext, Shape, conv_costs, norm_params
+from .base import MAX_REPS, BlockPlan, PlanContext, Shape, check_range, conv_costs, norm_params
 
 
 class XceptionBlockSpec(BlockOptions):
@@ -62,15 +62,18 @@ def _channel_list(spec: XceptionBlockSpec, options: ResolvedOptions, in_channels
             ctx.fail("'out' lists no channels", "out")
         if any(c <= 0 for c in spec.out):
             ctx.fail(f"channel counts must be positive, got {spec.out}", "out")
+        check_range(ctx, "out", max(spec.out), "out channels")
         if spec.reps is not None and spec.reps != len(spec.out):
             ctx.fail(f"reps is {spec.reps} but 'out' lists {len(spec.out)} channel counts", "reps",
                      hint="drop reps when out is a list; its length is the number of separable convs")
         return [ctx.scale_channels(c) for c in spec.out]
     if spec.out <= 0:
         ctx.fail(f"channel count must be positive, got {spec.out}", "out")
+    check_range(ctx, "out", spec.out, "out channels")
     if spec.reps is None:
         ctx.fail("reps is required when out is a single channel count", "reps",
                  hint="e.g. {out: 728, reps: 3}, or list the channels: {out: [728, 1024, 1024]}")
+    check_range(ctx, "reps", spec.reps, "reps", MAX_REPS)
     out = ctx.scale_channels(spec.out)
     if options.grow_first:
         return [out] * spec.reps
@@ -78,6 +81,7 @@ def _channel_list(spec: XceptionBlockSpec, options: ResolvedOptions, in_channels
 
 
 def plan(spec: XceptionBlockSpec, options: ResolvedOptions, in_shape: Shape, ctx: PlanContext) -> BlockPlan:
+    check_range(ctx, "stride", spec.stride, "stride")
     channels = _channel_list(spec, options, in_shape.channels, ctx)
     depthwise_stride = options.downsample == "depthwise"
     params, macs = 0, 0
