@@ -72,9 +72,10 @@ class ExportResult:
 
 def run_export(request: ExportRequest) -> ExportResult:
     """Export, verify and install; raises ``VerificationFailed`` (after installing) when a check fails."""
-    from xception_build import build_model, load_spec
+    from exporters.reference_model import reference_model
+    from xception_build import load_spec
     from xception_build.spec import dump_resolved_yaml
-    from xception_build.weights import load_weights, save_weights
+    from xception_build.weights import save_weights
 
     tolerances = _tolerances(request)
     if request.trt:
@@ -82,9 +83,7 @@ def run_export(request: ExportRequest) -> ExportResult:
 
         require_tensorrt()  # before any work: exit 3 with the folder untouched
     spec = load_spec(request.spec, request.overrides)
-    model = build_model(spec, seed=request.seed).eval()
-    if request.weights is not None:
-        load_weights(model, request.weights)
+    model = reference_model(spec, request.weights, request.seed)
     input_size = tuple(int(d) for d in model.pretrained_cfg["input_size"])
     staging = _staging_dir(request.out)
     try:

@@ -196,14 +196,12 @@ def verify_onnx_file(onnx_path: str | Path, spec_path: str | Path, weights: str 
     """Check an ``.onnx`` from anywhere against a spec and weights; on failure, name weights that differ."""
     from exporters.compare import tolerance_for
     from exporters.onnx_export import load_onnx, precision_of, read_profile
-    from xception_build import build_model, load_spec
-    from xception_build.weights import load_weights
+    from exporters.reference_model import reference_model
+    from xception_build import load_spec
 
     onnx_path = Path(onnx_path)
     proto = load_onnx(onnx_path)
-    model = build_model(load_spec(spec_path, overrides), seed=seed)
-    if weights is not None:
-        load_weights(model, weights)
+    model = reference_model(load_spec(spec_path, overrides), weights, seed)
     input_size = tuple(model.pretrained_cfg["input_size"])
     dims = [d.dim_value or None for d in proto.graph.input[0].type.tensor_type.shape.dim]
     if len(dims) != len(input_size) + 1 or any(

@@ -37,28 +37,20 @@ def run(xbuild: click.Group) -> Callable[..., Result]:
 
 @pytest.fixture(scope="session")
 def cifar_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """CIFAR weights in which every layer matters.
-
-    A fresh init (He fan-out, whose fan counts all channels even for depthwise convs) shrinks the
-    residual branches to ~1e-4 of the shortcut, so an export bug inside them would hide under
-    any tolerance. Calibrating each BatchNorm on data and drawing random affine parameters keeps
-    every activation at unit scale, so a wrong weight anywhere shows up in the logits.
-    """
+    """CIFAR weights in which every layer matters: BatchNorm calibrated on data, so every
+    activation is at unit scale, and random affine parameters, so no norm is an identity. A wrong
+    weight anywhere then shows up in the logits."""
     import torch
 
     from xception_build import build_model
+    from xception_build.calibration import calibrate_batchnorm
     from xception_build.weights import save_weights
 
     model = build_model(CIFAR, seed=1)
     generator = torch.Generator().manual_seed(1)
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # cumulative average: the running stats become the data's statistics
-    model.train()
+    calibrate_batchnorm(model, [torch.randn(32, 3, 32, 32, generator=generator)])
     with torch.no_grad():
-        model(torch.randn(32, 3, 32, 32, generator=generator))
-        for norm in norms:
+        for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
             norm.weight.uniform_(0.5, 1.5, generator=generator)
             norm.bias.uniform_(-0.2, 0.2, generator=generator)
     path = tmp_path_factory.mktemp("weights") / "cifar.safetensors"
