@@ -142,9 +142,9 @@ def _check_block_count(spec: Spec, name: str, flow: FlowSpec) -> int:
     too_many = f"more than {MAX_BLOCKS_PER_FLOW:,} blocks in the {name} flow, the most a spec may have"
     for part, entries in (("stem", flow.stem), ("blocks", flow.blocks)):
         for index, entry in enumerate(entries):
-            if getattr(entry, "repeat", 1) > MAX_BLOCKS_PER_FLOW:
-                _fail_at(spec, (name, part, index, "repeat"),
-                         f"repeat {entry.repeat:,} would make {too_many}")
+            repeat = getattr(entry, "repeat", 1)
+            if repeat > MAX_BLOCKS_PER_FLOW:
+                _fail_at(spec, (name, part, index, "repeat"), f"repeat {repeat:,} would make {too_many}")
     flow_repeat = flow.repeat
     if name == "middle" and spec.scaling.depth != 1.0:
         scaled = flow.repeat * spec.scaling.depth

@@ -12,10 +12,10 @@ import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationError, model_validator
+from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, ValidationError, model_validator
 
 from .blocks import BLOCK_KINDS
 from .blocks.conv import ConvBlockSpec
@@ -31,10 +31,14 @@ def _block_kind_of(value: Any) -> str:
 
 
 # The union of every registered kind's spec model, told apart by `kind` (default: xception).
-BlockSpec = Annotated[
-    Union[tuple(Annotated[kind.spec_model, Tag(name)] for name, kind in BLOCK_KINDS.items())],  # type: ignore[misc]  # noqa: UP007
-    Discriminator(_block_kind_of),
-]
+# Built from the registry at import time, which a type checker cannot follow: it sees BaseModel.
+if TYPE_CHECKING:
+    BlockSpec = BaseModel
+else:
+    BlockSpec = Annotated[
+        Union[tuple(Annotated[kind.spec_model, Tag(name)] for name, kind in BLOCK_KINDS.items())],  # noqa: UP007
+        Discriminator(_block_kind_of),
+    ]
 
 
 class InputSpec(StrictModel):
