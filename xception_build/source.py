@@ -3,16 +3,11 @@
 This is the only module that reads YAML. It returns plain dicts and lists (never objects built
 from tags: ``yaml.safe_load``'s constructor only) together with a map from each spec path to
 where it was written, so that every later error can name file, line and column.
-
-It also applies the two ways of deriving a variant, before validation sees anything:
-``extends: other.yaml`` (deep merge, the child wins, lists are replaced whole) and
-``--set PATH=VALUE`` overrides from the command line.
+``variants`` builds on it to apply ``extends`` and ``--set``.
 """
 
 from __future__ import annotations
 
-import copy
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -145,7 +140,7 @@ class _Constructor:
         except yaml.constructor.ConstructorError:
             self.fail(f"unsupported YAML tag '{_short_tag(node.tag)}'", node, path, hint=_PLAIN_VALUES)
         except Exception:  # the constructor's own failures, e.g. `!!int abc`, `!!int ''`
-            self.fail(f"cannot read {_shown(repr(node.value))} as {_short_tag(node.tag)}", node, path)
+            self.fail(f"cannot read {shown_text(repr(node.value))} as {_short_tag(node.tag)}", node, path)
 
     def mapping(self, node: yaml.MappingNode, path: PathKey) -> dict[str, Any]:
         result: dict[str, Any] = {}
@@ -177,14 +172,14 @@ class _Constructor:
 MAX_SPEC_BYTES = 4 << 20
 
 
-def _shown(text: str, limit: int = 80) -> str:
+def shown_text(text: str, limit: int = 80) -> str:
     """User text quoted inside a message: control characters escaped, long text shortened."""
     if not text.isprintable():
         text = text.encode("unicode_escape").decode("ascii")
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _read_text(path: Path) -> str:
+def read_spec_text(path: Path) -> str:
     where = Location(str(path))
     try:
         if not path.exists():
@@ -199,7 +194,7 @@ def _read_text(path: Path) -> str:
     except OSError as exc:
         raise SpecError(f"cannot read the file: {exc.strerror or exc}", location=where) from exc
     except ValueError as exc:  # e.g. a NUL character in the path
-        raise SpecError(f"not a usable file path: {exc}", location=Location(_shown(str(path)))) from exc
+        raise SpecError(f"not a usable file path: {exc}", location=Location(shown_text(str(path)))) from exc
     if len(raw) > MAX_SPEC_BYTES:
         raise SpecError(f"the file is larger than {MAX_SPEC_BYTES >> 20} MiB; expected a YAML spec",
                         location=where)
@@ -236,7 +231,7 @@ def _compose(text: str, file: str) -> yaml.Node | None:
                         location=Location(file, line, column)) from exc
     except yaml.YAMLError as exc:
         first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise SpecError(f"malformed YAML: {_shown(first_line)}", location=Location(file, 1, 1)) from exc
+        raise SpecError(f"malformed YAML: {shown_text(first_line)}", location=Location(file, 1, 1)) from exc
     except RecursionError as exc:
         raise SpecError("malformed YAML: lists or mappings are nested too deeply",
                         location=Location(file, 1, 1)) from exc
@@ -264,91 +259,10 @@ def parse_yaml(text: str, file: str) -> SpecSource:
     return SpecSource(data=data, locations=constructor.locations, files=(file,))
 
 
-# -- extends ------------------------------------------------------------------------------
-
-def _deep_merge(base: Any, child: Any) -> Any:
-    if isinstance(base, dict) and isinstance(child, dict):
-        merged = dict(base)
-        for key, value in child.items():
-            merged[key] = _deep_merge(base[key], value) if key in base else value
-        return merged
-    return child  # scalars and lists: the child replaces the base whole
-
-
-def _merge_locations(base: SpecSource, child: SpecSource) -> dict[PathKey, Location]:
-    merged = dict(base.locations)
-    # Everything under a path the child writes now comes from the child, except the parts of a
-    # mapping the child did not touch.
-    for path in child.locations:
-        if path and isinstance(_get(child.data, path), list):
-            merged = {p: loc for p, loc in merged.items() if p[: len(path)] != path}
-    merged.update(child.locations)
-    return merged
-
-
-def _get(data: Any, path: PathKey) -> Any:
-    for part in path:
-        data = data[part]
-    return data
-
-
-def load_source(path: str | os.PathLike[str], _chain: tuple[Path, ...] = ()) -> SpecSource:
-    """Read a spec file and everything it ``extends``, merged into one source."""
-    file = Path(path)
-    text = _read_text(file)  # first: it turns a path that cannot be a file into a SpecError
-    try:
-        resolved = file.resolve()
-    except (OSError, RuntimeError):  # a symlink loop
-        resolved = Path(os.path.abspath(file))
-    if resolved in _chain:
-        cycle = " -> ".join(str(p) for p in (*_chain, resolved))
-        raise SpecError(f"'extends' cycle: {cycle}", location=Location(str(file)),
-                        hint="a spec may not extend itself, directly or through other specs")
-    source = parse_yaml(text, str(file))
-    parent_ref = source.data.pop("extends", None)
-    if parent_ref is None:
-        return source
-    extends_location = source.locations.pop(("extends",), None)
-    if not isinstance(parent_ref, str) or not parent_ref:
-        raise SpecError("'extends' must be the path of another spec file (relative to this one)",
-                        location=extends_location, spec_path="extends")
-    parent_path = (file.parent / parent_ref)
-    try:
-        parent = load_source(parent_path, (*_chain, resolved))
-    except SpecError as exc:
-        if exc.location is not None and exc.location.line is None:
-            # The parent itself is missing or unreadable: point at the 'extends' line that named it.
-            raise SpecError(f"cannot extend '{_shown(parent_ref)}': {exc.message}", location=extends_location,
-                            spec_path="extends", hint=exc.hint) from exc
-        raise
-    return SpecSource(data=_deep_merge(parent.data, source.data),
-                      locations=_merge_locations(parent, source),
-                      files=(str(file), *parent.files))
-
-
-# -- --set PATH=VALUE ---------------------------------------------------------------------
-
-_SEGMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)((?:\[\d+\])*)")
-
-
-def parse_override_path(text: str, location: Location | None = None) -> PathKey:
-    """``entry.blocks[2].stride`` -> ``("entry", "blocks", 2, "stride")``."""
-    parts: list[str | int] = []
-    for segment in text.split("."):
-        match = _SEGMENT.fullmatch(segment)
-        if not match:
-            shown = _shown(text, 200)
-            raise SpecError(f"bad --set path '{shown}'", location=location or Location("--set"),
-                            hint="write PATH=VALUE with PATH like middle.repeat or entry.blocks[2].stride")
-        parts.append(match.group(1))
-        parts.extend(int(i) for i in re.findall(r"\[(\d+)\]", match.group(2)))
-    return tuple(parts)
-
-
-def _parse_value(raw: str, where: Location) -> Any:
+def parse_value(raw: str, where: Location) -> Any:
     """An override's VALUE, read like a value in a spec file (same loader, same refusals)."""
     hint = "VALUE is read as YAML: 4, 1e-3, relu, [1, 2], {eps: 1e-3}; quote text with YAML syntax in it"
-    shown = _shown(raw, 200)
+    shown = shown_text(raw, 200)
     try:
         node = yaml.compose(raw, Loader=_SpecLoader)
     except (yaml.YAMLError, RecursionError) as exc:
@@ -361,58 +275,3 @@ def _parse_value(raw: str, where: Location) -> Any:
         raise SpecError(f"bad --set value '{shown}': {exc.message}", location=where, hint=exc.hint) from exc
     except RecursionError as exc:
         raise SpecError(f"bad --set value '{shown}': nested too deeply", location=where) from exc
-
-
-def apply_overrides(source: SpecSource, overrides: Sequence[str]) -> SpecSource:
-    """Apply ``PATH=VALUE`` overrides; VALUE is read as YAML (``4``, ``relu``, ``[1, 2]``)."""
-    data = copy.deepcopy(source.data)
-    locations = dict(source.locations)
-    for override in overrides:
-        shown = _shown(override, 200)
-        where = Location(f"--set {shown}")
-        if "=" not in override:
-            raise SpecError(f"bad --set '{shown}': expected PATH=VALUE", location=where,
-                            hint="e.g. --set middle.repeat=4 or --set head.num_classes=10")
-        raw_path, raw_value = override.split("=", 1)
-        path = parse_override_path(raw_path.strip(), where)
-        value = _parse_value(raw_value, where)
-        target: Any = data
-        for depth, part in enumerate(path[:-1]):
-            here = path[: depth + 1]
-            if isinstance(part, int):
-                if not isinstance(target, list):
-                    raise SpecError(f"cannot take item [{part}]: {_what(path[:depth])} is not a list",
-                                    location=where, spec_path=format_path(here))
-                if part >= len(target):
-                    raise SpecError(f"no list item [{part}] here (the list has {len(target)})",
-                                    location=where, spec_path=format_path(here))
-                target = target[part]
-            else:
-                if not isinstance(target, dict):
-                    raise SpecError(f"'{part}' cannot be set: {_what(path[:depth])} is not a mapping",
-                                    location=where, spec_path=format_path(here))
-                if part not in target:
-                    target[part] = {}
-                    locations[here] = where  # a key this override creates is located at the override
-                target = target[part]
-        last = path[-1]
-        if isinstance(last, int):
-            if not isinstance(target, list):
-                raise SpecError(f"cannot set item [{last}]: {_what(path[:-1])} is not a list", location=where,
-                                spec_path=format_path(path))
-            if last >= len(target):
-                raise SpecError(f"no list item [{last}] to set (the list has {len(target)})", location=where,
-                                spec_path=format_path(path))
-            target[last] = value
-        else:
-            if not isinstance(target, dict):
-                raise SpecError(f"cannot set '{last}': {_what(path[:-1])} is not a mapping", location=where,
-                                spec_path=format_path(path))
-            target[last] = value
-        locations = {p: loc for p, loc in locations.items() if p[: len(path)] != path}
-        locations[path] = where
-    return SpecSource(data=data, locations=locations, files=source.files)
-
-
-def _what(path: PathKey) -> str:
-    return format_path(path) or "the spec"

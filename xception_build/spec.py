@@ -21,7 +21,8 @@ from .blocks import BLOCK_KINDS
 from .blocks.conv import ConvBlockSpec
 from .errors import SpecError
 from .options import BlockOptions, Defaults, SpecValueError, StrictModel
-from .source import SpecSource, apply_overrides, format_path, load_source
+from .source import SpecSource, format_path
+from .variants import apply_overrides, load_source
 
 
 def _block_kind_of(value: Any) -> str:
@@ -298,8 +299,8 @@ def _spec_error(exc: ValidationError, source: SpecSource) -> SpecError:
         if all(expected):
             message = f"expected {' or '.join(expected)}, got {_describe(chosen.get('input'))}"
             others = len(errors) - len(alternatives)
-    if chosen["type"] == "missing":
-        message += f" in {format_path(path) or 'the spec'}"
+    if chosen["type"] == "missing" and not path:
+        message += " in the spec"  # elsewhere the spec path prefixing the message says where
     if others > 0:
         more = f"({others} more problem{'s' if others > 1 else ''} after this one)"
         hint = f"{hint}\n  {more}" if hint else more
