@@ -27,19 +27,9 @@ import torch
 from torch.utils.data import DataLoader, Subset, random_split
 
 from xception_build import build_model, load_spec
+from xception_build.datasets import ImageFolder, UInt8Images, load_cifar10, synthetic_dataset
 from xception_build.errors import UserError, XBuildError
-from xception_build.training import (
-    AMP_CHOICES,
-    OPTIMIZER_CHOICES,
-    ImageFolder,
-    TrainOptions,
-    TrainStep,
-    UInt8Images,
-    fit,
-    load_cifar10,
-    resolve_device,
-    synthetic_dataset,
-)
+from xception_build.training import AMP_CHOICES, OPTIMIZER_CHOICES, TrainOptions, TrainStep, fit, resolve_device
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

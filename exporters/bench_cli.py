@@ -1,7 +1,8 @@
 """``xbuild bench``: parse options, run :func:`exporters.bench.bench_spec`, print a table (and JSON).
 
-Thin on purpose (click style): the measuring is in :mod:`exporters.bench`; errors are raised as
-:class:`XBuildError` and turned into a message and exit code by the ``xbuild`` group.
+Thin on purpose (click style): the measuring is in :mod:`exporters.bench` and the modules it uses;
+errors are raised as :class:`XBuildError` and turned into a message and exit code by the ``xbuild``
+group.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from pathlib import Path
 
 import click
 
-from exporters.bench import BACKENDS, BenchReport, BenchSettings, bench_spec, count_tasks
+from exporters.bench import bench_spec, count_tasks
+from exporters.bench_backends import BACKENDS
+from exporters.bench_timing import BenchReport, BenchSettings
 from xception_build.cli import EXIT_CODES_HELP, set_option
 from xception_build.errors import UserError
 

@@ -6,15 +6,12 @@ backward, optimizer step), or its figures say nothing about training. The GPU le
 that one step: ``amp`` (bf16 / fp16 autocast, fp16 with a ``GradScaler``), ``channels_last`` and
 ``compile`` (``torch.compile``). Every option also runs on CPU, so the GPU code paths are tested here.
 
-Data comes in three forms, each a ``torch.utils.data.Dataset`` of normalised CHW float images:
-synthetic (a learnable task made of class templates plus noise), an image folder read with Pillow,
-and the CIFAR-10 python batches already on disk (read with a restricted unpickler, see
-:func:`load_cifar10`). torchvision is deliberately not used: it pins torch versions.
+The step and loop take any iterable of ``(images, labels)`` batches; the datasets that make them
+are in :mod:`xception_build.datasets`.
 """
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,6 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from xception_build.calibration import calibrate_batchnorm
 from xception_build.errors import BackendUnavailable, UserError
 
 AMP_CHOICES = ("bf16", "fp16", "none")
@@ -172,23 +170,13 @@ class TrainStep:
         forgets that start slowly (0.9 per step); after a short run they still describe the
         initial network, and eval-mode accuracy looks like chance although training worked
         ("precise BN", as in pycls). Returns the number of batches used.
+
+        The averaging is :func:`xception_build.calibration.calibrate_batchnorm`, the one the export
+        pipeline calibrates with; here it runs the step's model with the step's layout and autocast.
         """
-        norms = [m for m in self.module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        saved = [m.momentum for m in norms]
-        for m in norms:
-            m.reset_running_stats()
-            m.momentum = None  # cumulative moving average: every batch weighs the same
-        self.model.train()
-        used = 0
-        try:
-            for images, _ in _limit(batches, num_batches):
-                with self.autocast():
-                    self.model(self.to_input(images))
-                used += 1
-        finally:
-            for m, momentum in zip(norms, saved, strict=True):
-                m.momentum = momentum
-        return used
+        inputs = (self.to_input(images) for images, _ in _limit(batches, num_batches))
+        with self.autocast():
+            return calibrate_batchnorm(self.model, inputs)
 
     def save(self, path: str | Path) -> Path:
         """Safetensors checkpoint of the plain module, as ``xbuild export --weights`` reads it."""
@@ -287,155 +275,3 @@ def _limit(batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
         if n is not None and i >= n:
             return
         yield batch
-
-
-# ---------------------------------------------------------------------------------------------- data
-
-Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]
-
-
-def synthetic_dataset(num_images: int, input_size: tuple[int, int, int], num_classes: int, *,
-                      seed: int = 0, noise: float = 0.5) -> torch.utils.data.TensorDataset:
-    """A task a CNN can learn in a few steps: a smooth random template per class plus Gaussian noise.
-
-    Pure noise with random labels cannot be learned, so a loss that falls on it would prove
-    nothing; templates make "the loss falls" a real check of forward, backward and the optimizer.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    channels, height, width = input_size
-    coarse = torch.randn(num_classes, channels, 4, 4, generator=gen)
-    templates = nn.functional.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-    labels = torch.randint(num_classes, (num_images,), generator=gen)
-    images = templates[labels] + noise * torch.randn(num_images, channels, height, width, generator=gen)
-    return torch.utils.data.TensorDataset(images, labels)
-
-
-class ImageFolder(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """``root/<class>/<image>`` read with Pillow: resize, centre crop (random crop + flip to train)."""
-
-    EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
-
-    def __init__(self, root: str | Path, input_size: tuple[int, int, int], norm: Normalisation, *,
-                 crop_pct: float = 0.875, train: bool = False) -> None:
-        try:
-            import PIL.Image
-        except ImportError as exc:
-            raise UserError("reading an image folder needs Pillow, which is not installed",
-                            hint="pip install pillow (or use CIFAR-10 batches / synthetic data)") from exc
-        self._image = PIL.Image
-        self.root = Path(root)
-        if not self.root.is_dir():
-            raise UserError(f"image folder {str(self.root)!r} does not exist or is not a directory")
-        self.classes = sorted(d.name for d in self.root.iterdir() if d.is_dir())
-        self.samples = [(f, i) for i, c in enumerate(self.classes) for f in sorted((self.root / c).rglob("*"))
-                        if f.suffix.lower() in self.EXTENSIONS]
-        if not self.samples:
-            raise UserError(f"no images in {str(self.root)!r}; expected {self.root}/<class>/<image>"
-                            f" with one of {', '.join(self.EXTENSIONS)}")
-        self.size = input_size[1:]
-        self.resize = tuple(round(s / crop_pct) for s in self.size)
-        self.mean = torch.tensor(norm[0]).view(3, 1, 1)
-        self.std = torch.tensor(norm[1]).view(3, 1, 1)
-        self.train = train
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        import numpy as np
-
-        path, label = self.samples[index]
-        with self._image.open(path) as img:
-            rgb = img.convert("RGB").resize(self.resize[::-1], self._image.Resampling.BICUBIC)
-            x = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
-        (h, w), (rh, rw) = self.size, self.resize
-        top, left = (rh - h) // 2, (rw - w) // 2
-        if self.train:
-            top, left = int(torch.randint(rh - h + 1, ())), int(torch.randint(rw - w + 1, ()))
-        x = x[:, top:top + h, left:left + w]
-        if self.train and bool(torch.rand(()) < 0.5):
-            x = x.flip(2)
-        return (x.float() / 255 - self.mean) / self.std, torch.tensor(label)
-
-
-class UInt8Images(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
-    """uint8 NCHW images held in memory, normalised (and resized to the model's input) on access."""
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, input_size: tuple[int, int, int],
-                 norm: Normalisation, *, train: bool = False) -> None:
-        self.images, self.labels, self.size, self.train = images, labels, tuple(input_size[1:]), train
-        self.mean = torch.tensor(norm[0]).view(3, 1, 1)
-        self.std = torch.tensor(norm[1]).view(3, 1, 1)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        x = self.images[index].float() / 255
-        if self.train and bool(torch.rand(()) < 0.5):
-            x = x.flip(2)
-        if tuple(x.shape[1:]) != self.size:
-            x = nn.functional.interpolate(x[None], size=self.size, mode="bilinear", align_corners=False)[0]
-        return (x - self.mean) / self.std, self.labels[index]
-
-
-def load_cifar10(root: str | Path, *, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CIFAR-10 python batches (``cifar-10-batches-py``) as uint8 N×3×32×32 images and labels.
-
-    The batches are Python pickles, and unpickling runs whatever callables a file names, so a
-    tampered download could execute code. :class:`_CifarUnpickler` resolves only the few names a
-    numpy array needs (and refuses everything else), which keeps the standard files readable and
-    a malicious one inert.
-    """
-    import numpy as np
-
-    folder = Path(root)
-    if (folder / "cifar-10-batches-py").is_dir():
-        folder = folder / "cifar-10-batches-py"
-    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
-    missing = [n for n in names if not (folder / n).is_file()]
-    if missing:
-        raise UserError(f"CIFAR-10 batches missing in {str(folder)!r}: {', '.join(missing)}",
-                        hint="download cifar-10-python.tar.gz from https://www.cs.toronto.edu/~kriz/cifar.html"
-                             " and unpack it; this project does not download data")
-    images, labels = [], []
-    for name in names:
-        with open(folder / name, "rb") as fh:
-            try:
-                batch = _CifarUnpickler(fh, encoding="bytes").load()
-            except UserError:
-                raise
-            except Exception as exc:
-                raise UserError(f"{folder / name}: not a CIFAR-10 python batch ({exc})") from exc
-        data, targets = batch.get(b"data", batch.get("data")), batch.get(b"labels", batch.get("labels"))
-        if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or targets is None:
-            raise UserError(f"{folder / name}: not a CIFAR-10 python batch (expected data N×3072 and labels)")
-        images.append(torch.from_numpy(np.ascontiguousarray(data, dtype=np.uint8)).view(-1, 3, 32, 32))
-        labels.append(torch.as_tensor(list(targets), dtype=torch.int64))
-    return torch.cat(images), torch.cat(labels)
-
-
-def _allowed_pickle_globals() -> dict[tuple[str, str], object]:
-    import codecs
-
-    import numpy as np
-
-    try:
-        from numpy._core import multiarray
-    except ImportError:  # numpy < 2
-        from numpy.core import multiarray  # type: ignore[no-redef]
-    allowed: dict[tuple[str, str], object] = {("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype,
-                                              ("_codecs", "encode"): codecs.encode}
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(module, "_reconstruct")] = multiarray._reconstruct
-    return allowed
-
-
-class _CifarUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only numpy array reconstruction and ``_codecs.encode`` (for bytes)."""
-
-    def find_class(self, module: str, name: str) -> object:
-        allowed = _allowed_pickle_globals()
-        if (module, name) not in allowed:
-            raise UserError(f"refusing to unpickle {module}.{name}: a CIFAR-10 batch holds only numpy arrays")
-        return allowed[(module, name)]

@@ -1,4 +1,4 @@
-"""``xbuild bench`` (exporters.bench, exporters.bench_cli): timing logic, rows, table and JSON.
+"""``xbuild bench`` (exporters.bench, bench_backends, bench_train, bench_cli): rows, table and JSON.
 
 No speed is asserted anywhere: figures are reported by the bench, never tested against a target.
 Heavy pieces (compiling the training step of the real network) are kept off by using a tiny
@@ -17,9 +17,10 @@ import torch
 from click.testing import Result
 from torch import nn
 
-from exporters import bench
-from exporters.bench import BenchSettings, Timing, measure, percentile, run_bench
-from xception_build.errors import BackendUnavailable, UserError
+from exporters import bench, bench_backends, bench_train
+from exporters.bench import run_bench
+from exporters.bench_timing import BenchSettings
+from xception_build.errors import BackendUnavailable
 from xception_build.training import TrainOptions
 
 CIFAR = Path(__file__).resolve().parents[2] / "specs" / "xception_cifar.yaml"
@@ -34,40 +35,8 @@ def tiny() -> nn.Module:
 
 
 def only(configs: list[str]) -> Callable[[torch.device], list[tuple[str, TrainOptions | None, str]]]:
-    real = bench.train_configs
+    real = bench_train.train_configs
     return lambda device: [c for c in real(device) if c[0] in configs]
-
-
-@pytest.mark.parametrize("q", [0, 10, 50, 90, 100])
-def test_percentile_matches_numpy(q: float) -> None:
-    values = [5.0, 1.0, 3.0, 2.0, 8.0, 13.0]
-    assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
-
-
-def test_measure_warms_up_syncs_every_call_and_keeps_min_reps() -> None:
-    events: list[str] = []
-    timing = measure(lambda: events.append("call"), lambda: events.append("sync"), warmup=2, min_reps=4,
-                     max_reps=100, budget_s=0.0)
-    assert len(timing.samples) == 4
-    assert events == ["call", "call", "sync"] + ["call", "sync"] * 4  # warm-up, one sync, then timed
-
-
-def test_measure_repeats_until_the_budget_is_spent_but_stops_at_max_reps() -> None:
-    assert len(measure(lambda: None, lambda: None, warmup=0, min_reps=1, max_reps=7, budget_s=60).samples) == 7
-    timing = measure(lambda: None, lambda: None, warmup=0, min_reps=3, max_reps=10**6, budget_s=0.05)
-    assert len(timing.samples) > 3 and sum(timing.samples) <= 0.05 + 0.05
-
-
-def test_timing_percentiles() -> None:
-    t = Timing((0.1, 0.2, 0.3, 0.4, 1.0))
-    assert t.p50 == pytest.approx(0.3) and t.p90 == pytest.approx(0.76)
-
-
-def test_settings_are_validated() -> None:
-    with pytest.raises(UserError, match="choose from torch, compile, onnxruntime, tensorrt"):
-        BenchSettings(backends=("torch", "tvm"))
-    with pytest.raises(UserError, match="positive"):
-        BenchSettings(batches=(0,))
 
 
 def test_rows_for_every_backend_and_batch_with_unavailable_ones_kept() -> None:
@@ -126,7 +95,7 @@ def test_tensorrt_rows_build_one_static_engine_per_batch(monkeypatch: pytest.Mon
     monkeypatch.setattr(tensorrt_backend, "require_tensorrt", lambda: None)
     monkeypatch.setattr(tensorrt_backend, "build_engine", fake_build)
     monkeypatch.setattr(tensorrt_backend, "TensorRTRunner", FakeRunner)
-    backend = bench.make_backend("tensorrt", tiny(), torch.device("cuda"), (3, 8, 8), (1, 4))
+    backend = bench_backends.make_backend("tensorrt", tiny(), torch.device("cuda"), (3, 8, 8), (1, 4))
     try:
         assert backend.runner(4)()["logits"].shape == (4, 4)
         backend.runner(1)()
@@ -134,7 +103,7 @@ def test_tensorrt_rows_build_one_static_engine_per_batch(monkeypatch: pytest.Mon
         backend.close()
     assert built == [("model.b4.plan", "4:4:4", "fp32"), ("model.b1.plan", "1:1:1", "fp32")]
     with pytest.raises(BackendUnavailable, match="CUDA only"):
-        bench.make_backend("tensorrt", tiny(), torch.device("cpu"), (3, 8, 8), (1,))
+        bench_backends.make_backend("tensorrt", tiny(), torch.device("cpu"), (3, 8, 8), (1,))
 
 
 def test_a_broken_backend_is_a_failed_row_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -144,7 +113,7 @@ def test_a_broken_backend_is_a_failed_row_not_a_crash(monkeypatch: pytest.Monkey
         attempts.append("compile")
         raise RuntimeError("engine exploded\nsecond line")
 
-    real = bench.make_backend
+    real = bench_backends.make_backend
     monkeypatch.setattr(bench, "make_backend", lambda name, *a: broken() if name == "compile" else real(name, *a))
     report = run_bench(tiny, (3, 8, 8), 4, BenchSettings(batches=(1, 2), backends=("compile", "torch"), **FAST))
     assert [r.status for r in report.inference] == ["failed", "failed", "ok", "ok"]
@@ -153,7 +122,7 @@ def test_a_broken_backend_is_a_failed_row_not_a_crash(monkeypatch: pytest.Monkey
 
 
 def test_training_rows_compare_with_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench, "train_configs", only(["fp32", "bf16", "fp16", "channels_last"]))
+    monkeypatch.setattr(bench_train, "train_configs", only(["fp32", "bf16", "fp16", "channels_last"]))
     settings = BenchSettings(batches=(2,), backends=("torch",), train=True, **FAST)
     report = run_bench(tiny, (3, 8, 8), 4, settings, make_reference=tiny)
     rows = {(r.config, r.model): r for r in report.train}
@@ -169,7 +138,7 @@ def test_training_rows_compare_with_the_reference(monkeypatch: pytest.MonkeyPatc
 
 
 def test_compiled_training_row(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench, "train_configs", only(["all"]))
+    monkeypatch.setattr(bench_train, "train_configs", only(["all"]))
     report = run_bench(tiny, (3, 8, 8), 4, BenchSettings(batches=(2,), backends=("torch",), train=True, **FAST),
                        reference_unavailable="timm is not importable here")
     ours, ref = report.train
@@ -179,7 +148,7 @@ def test_compiled_training_row(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_timm_reference_is_available_or_says_why() -> None:
-    factory, reason = bench.timm_reference(10)
+    factory, reason = bench_train.timm_reference(10)
     try:
         import timm  # noqa: F401
     except ImportError:
@@ -189,7 +158,7 @@ def test_timm_reference_is_available_or_says_why() -> None:
 
 
 def test_cpu_peak_memory_is_the_resident_set_high_water_mark() -> None:
-    assert bench._rss_peak() > 10 * 2**20  # a torch process holds well over 10 MB
+    assert bench_train._rss_peak() > 10 * 2**20  # a torch process holds well over 10 MB
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -210,7 +179,7 @@ def test_cli_prints_the_table_and_writes_json(run: Callable[..., Result], tmp_pa
 
 
 def test_cli_train_rows_in_the_table(run: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(bench, "train_configs", only(["fp32"]))
+    monkeypatch.setattr(bench_train, "train_configs", only(["fp32"]))
     result = run("bench", CIFAR, "--device", "cpu", "--batch", "2", "--backends", "torch", "--train",
                  "--budget", "0", "--min-reps", "1", "--warmup", "0", "--no-progress")
     assert result.exit_code == 0, result.output
