@@ -86,8 +86,12 @@ class _ScalarConstructor(yaml.constructor.SafeConstructor):
     gives them tags of their own that the safe loader cannot construct)."""
 
 
-_ScalarConstructor.add_constructor(_YAML_TAG_PREFIX + "value", _ScalarConstructor.construct_yaml_str)
-_ScalarConstructor.add_constructor(_YAML_TAG_PREFIX + "merge", _ScalarConstructor.construct_yaml_str)
+
+
+# types-PyYAML types add_constructor for Loader classes only; a bare constructor works the same.
+for _tag in ("value", "merge"):
+    _ScalarConstructor.add_constructor(  # type: ignore[type-var]
+        _YAML_TAG_PREFIX + _tag, _ScalarConstructor.construct_yaml_str)
 
 
 def _short_tag(tag: str) -> str:
@@ -130,6 +134,7 @@ class _Constructor:
         try:
             if isinstance(node, yaml.MappingNode):
                 return self.mapping(node, path)
+            assert isinstance(node, yaml.SequenceNode)  # the tag check above leaves only these two
             return self.sequence(node, path)
         finally:
             self._open.discard(id(node))
