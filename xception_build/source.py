@@ -86,8 +86,6 @@ class _ScalarConstructor(yaml.constructor.SafeConstructor):
     gives them tags of their own that the safe loader cannot construct)."""
 
 
-
-
 # types-PyYAML types add_constructor for Loader classes only; a bare constructor works the same.
 for _tag in ("value", "merge"):
     _ScalarConstructor.add_constructor(  # type: ignore[type-var]
