@@ -47,6 +47,10 @@ class ResidualBlock(nn.Module):
 
     ``shortcut`` is a module (projection), ``nn.Identity`` or ``None`` (no residual at all).
     With ``preact`` the shortcut reads the pre-activated tensor, as in timm's ``xception41p``.
+
+    The add writes into the main path's output (``inplace``), saving one activation-sized
+    allocation per block, unless that output is an activation's, which autograd keeps for the
+    backward pass, or the two sides differ in dtype (autocast), where ``+`` would promote.
     """
 
     def __init__(self, main: nn.Module, shortcut: nn.Module | None,
@@ -59,11 +63,14 @@ class ResidualBlock(nn.Module):
             self.shortcut = shortcut
         self.has_preact = preact is not None
         self.has_shortcut = shortcut is not None
+        last = list(main.modules())[-1]
+        self.inplace = not isinstance(last, tuple(_ACTIVATION_FACTORIES.values()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.has_preact:
             x = self.preact(x)
         out = self.main(x)
         if self.has_shortcut:
-            out = out + self.shortcut(x)
+            skip = self.shortcut(x)
+            out = out.add_(skip) if self.inplace and out.dtype == skip.dtype else out + skip
         return out
