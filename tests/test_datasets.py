@@ -92,3 +92,23 @@ def test_cifar_pickle_with_python2_strings_loads() -> None:
     payload = pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "labels": [3]}, protocol=2)
     loaded = _CifarUnpickler(io.BytesIO(payload), encoding="bytes").load()
     assert loaded["labels"] == [3] and loaded["data"].shape == (1, 3072)
+
+
+@pytest.mark.parametrize("payload", [
+    [1, 2, 3],  # not a dict
+    {b"data": np.zeros((4, 3072), dtype=np.uint8), b"labels": 7},  # labels not a list
+    {b"data": np.zeros((4, 3072), dtype=np.uint8), b"labels": [0, 1]},  # fewer labels than images
+    {b"data": np.zeros((4, 100), dtype=np.uint8), b"labels": [0, 1, 2, 3]},  # wrong row size
+], ids=["list", "scalar-labels", "short-labels", "short-rows"])
+def test_malformed_cifar_batches_are_user_errors(tmp_path: Path, payload: object) -> None:
+    folder = tmp_path / "cifar-10-batches-py"
+    _write_cifar(folder)
+    (folder / "data_batch_2").write_bytes(pickle.dumps(payload, protocol=2))
+    with pytest.raises(UserError, match="data_batch_2: not a CIFAR-10 python batch"):
+        load_cifar10(tmp_path)
+
+
+def test_image_datasets_need_an_rgb_spec(tmp_path: Path) -> None:
+    images, labels = torch.zeros(2, 3, 32, 32, dtype=torch.uint8), torch.zeros(2, dtype=torch.int64)
+    with pytest.raises(UserError, match="RGB, but the spec's input has 1 channels"):
+        UInt8Images(images, labels, (1, 32, 32), ((0.5,), (0.5,)))  # type: ignore[arg-type]

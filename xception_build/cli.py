@@ -10,6 +10,7 @@ Commands from other packages (``exporters``: export, verify, bench) are found th
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -33,11 +34,16 @@ Exit codes:
   130  interrupted (Ctrl-C); outputs already in place are left as they were"""
 
 
+@functools.cache  # scanning the installed distributions is slow; they do not change mid-command
+def _plugin_entry_points() -> dict[str, Any]:
+    return {ep.name: ep for ep in entry_points(group="xbuild.commands")}
+
+
 class XBuildGroup(click.Group):
     """Loads plugin commands lazily and turns every ``XBuildError`` into ``error: ...`` + exit code."""
 
     def _plugins(self) -> dict[str, Any]:
-        return {ep.name: ep for ep in entry_points(group="xbuild.commands")}
+        return _plugin_entry_points()
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(super().list_commands(ctx)) | set(self._plugins()))
@@ -100,7 +106,7 @@ def _write_outputs(out_dir: Path, files: dict[str, bytes | Any]) -> None:
         out_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".xbuild-", dir=out_dir))
     except OSError as exc:
-        raise UserError(f"cannot write to the output folder: {exc.strerror}", hint=f"--out {out_dir}") from exc
+        raise UserError(f"cannot write to the output folder: {exc.strerror or exc}", hint=f"--out {out_dir}") from exc
     try:
         for name, content in files.items():
             target = staging / name
@@ -111,7 +117,7 @@ def _write_outputs(out_dir: Path, files: dict[str, bytes | Any]) -> None:
         for name in files:
             os.replace(staging / name, out_dir / name)
     except OSError as exc:
-        raise UserError(f"cannot write to the output folder: {exc.strerror}", hint=f"--out {out_dir}") from exc
+        raise UserError(f"cannot write to the output folder: {exc.strerror or exc}", hint=f"--out {out_dir}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

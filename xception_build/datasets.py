@@ -9,6 +9,7 @@ Separate from :mod:`xception_build.training` because the step and loop take any 
 
 from __future__ import annotations
 
+import functools
 import pickle
 from pathlib import Path
 
@@ -22,7 +23,10 @@ Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]
 
 
 def _channel_stats(norm: Normalisation) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean and std shaped 3×1×1, to broadcast over a CHW image."""
+    """Mean and std shaped 3×1×1, to broadcast over a CHW image (image files and CIFAR are RGB)."""
+    if len(norm[0]) != 3 or len(norm[1]) != 3:
+        raise UserError(f"image datasets are RGB, but the spec's input has {len(norm[0])} channels",
+                        hint="train it on synthetic data (no --data), or set input.channels=3")
     return torch.tensor(norm[0]).view(3, 1, 1), torch.tensor(norm[1]).view(3, 1, 1)
 
 
@@ -131,21 +135,36 @@ def load_cifar10(root: str | Path, *, train: bool = True) -> tuple[torch.Tensor,
                              " and unpack it; this project does not download data")
     images, labels = [], []
     for name in names:
-        with open(folder / name, "rb") as fh:
-            try:
+        path = folder / name
+        not_cifar = f"{path}: not a CIFAR-10 python batch (expected a dict with data N×3072 and N labels)"
+        try:
+            with open(path, "rb") as fh:
                 batch = _CifarUnpickler(fh, encoding="bytes").load()
-            except UserError:
-                raise
-            except Exception as exc:
-                raise UserError(f"{folder / name}: not a CIFAR-10 python batch ({exc})") from exc
+        except UserError:
+            raise
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read the file: {exc.strerror}") from exc
+        except Exception as exc:  # unpickling garbage raises anything from EOFError to ValueError
+            raise UserError(f"{not_cifar} ({type(exc).__name__})") from exc
+        if not isinstance(batch, dict):
+            raise UserError(not_cifar)
         data, targets = batch.get(b"data", batch.get("data")), batch.get(b"labels", batch.get("labels"))
-        if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072 or targets is None:
-            raise UserError(f"{folder / name}: not a CIFAR-10 python batch (expected data N×3072 and labels)")
+        if not isinstance(data, np.ndarray) or data.ndim != 2 or data.shape[1] != 3072:
+            raise UserError(not_cifar)
+        if not isinstance(targets, (list, tuple)):
+            raise UserError(not_cifar)
+        try:
+            label_tensor = torch.as_tensor(list(targets), dtype=torch.int64)
+        except (TypeError, ValueError, RuntimeError) as exc:  # labels that are not integers
+            raise UserError(not_cifar) from exc
+        if label_tensor.ndim != 1 or len(label_tensor) != len(data):
+            raise UserError(not_cifar)
         images.append(torch.from_numpy(np.ascontiguousarray(data, dtype=np.uint8)).view(-1, 3, 32, 32))
-        labels.append(torch.as_tensor(list(targets), dtype=torch.int64))
+        labels.append(label_tensor)
     return torch.cat(images), torch.cat(labels)
 
 
+@functools.cache  # built once, on first use: numpy is imported lazily
 def _allowed_pickle_globals() -> dict[tuple[str, str], object]:
     import codecs
 

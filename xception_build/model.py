@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -90,10 +91,15 @@ class XceptionNet(nn.Module):
             if global_pool not in ("avg", "max"):
                 raise ValueError(f"global_pool must be 'avg' or 'max', got {global_pool!r}")
             self.head.pool = nn.AdaptiveAvgPool2d(1) if global_pool == "avg" else nn.AdaptiveMaxPool2d(1)
-        device = next(self.parameters()).device
-        self.head.fc = nn.Linear(self.num_features, num_classes).to(device) if num_classes else nn.Identity()
+        reference = next(self.parameters())
+        self.head.fc = (nn.Linear(self.num_features, num_classes).to(device=reference.device, dtype=reference.dtype)
+                        if num_classes else nn.Identity())
         self.num_classes = num_classes
         self.pretrained_cfg["num_classes"] = num_classes
+        head = self.plan.head
+        self.plan = dataclasses.replace(self.plan, head=dataclasses.replace(
+            head, num_classes=num_classes, pool=global_pool or head.pool,
+            params=head.in_features * num_classes + num_classes, macs=head.in_features * num_classes))
 
     # -- spec <-> module names ---------------------------------------------------------------
     def spec_path_of(self, module_name: str) -> str | None:

@@ -16,7 +16,7 @@ from pydantic import BaseModel
 
 from .blocks import Shape, kind_of
 from .blocks.base import MAX_DIMENSION
-from .errors import SpecError
+from .errors import Location, SpecError
 from .options import BlockOptions, NormOverride, ResolvedOptions, resolve_options
 from .source import format_path
 from .spec import FLOWS, FlowSpec, Spec
@@ -116,15 +116,11 @@ class _BlockContext:
         return make_divisible(scaled, scaling.divisor)
 
     def fail(self, message: str, field: str | None = None, hint: str | None = None) -> NoReturn:
-        path = (*self._path, field) if field else self._path
-        source = self._spec.source
-        location = source.location_of(path) if source else None
-        raise SpecError(message, location=location, spec_path=format_path(path), hint=hint)
+        _fail_at(self._spec, (*self._path, field) if field else self._path, message, hint)
 
 
-def _line_of(spec: Spec, path: tuple[str | int, ...]) -> int | None:
-    location = spec.source.location_of(path) if spec.source else None
-    return location.line if location else None
+def _location(spec: Spec, path: tuple[str | int, ...]) -> Location | None:
+    return spec.source.location_of(path) if spec.source else None
 
 
 # Far beyond any real network (the shipped specs have at most 16 blocks in a flow): a guard
@@ -133,8 +129,7 @@ MAX_BLOCKS_PER_FLOW = 1_000
 
 
 def _fail_at(spec: Spec, path: tuple[str | int, ...], message: str, hint: str | None = None) -> NoReturn:
-    location = spec.source.location_of(path) if spec.source else None
-    raise SpecError(message, location=location, spec_path=format_path(path), hint=hint)
+    raise SpecError(message, location=_location(spec, path), spec_path=format_path(path), hint=hint)
 
 
 def _check_block_count(spec: Spec, name: str, flow: FlowSpec) -> int:
@@ -152,10 +147,13 @@ def _check_block_count(spec: Spec, name: str, flow: FlowSpec) -> int:
             _fail_at(spec, ("scaling", "depth"), f"depth {spec.scaling.depth} times middle.repeat "
                      f"{flow.repeat} would make {too_many}")
         flow_repeat = max(1, math.ceil(scaled))
+    stems = sum(entry.repeat for entry in flow.stem)
+    if stems > MAX_BLOCKS_PER_FLOW:
+        _fail_at(spec, (name, "stem"), f"{stems:,} stem layers would make {too_many}")
     count = flow_repeat * sum(getattr(entry, "repeat", 1) for entry in flow.blocks)
-    if count > MAX_BLOCKS_PER_FLOW:
-        _fail_at(spec, (name, "repeat"),
-                 f"repeat {flow_repeat:,} of {count // flow_repeat:,} block(s) would make {too_many}")
+    if stems + count > MAX_BLOCKS_PER_FLOW:
+        _fail_at(spec, (name, "repeat"), f"repeat {flow_repeat:,} of {count // flow_repeat:,} block(s)"
+                 + (f" after {stems:,} stem layers" if stems else "") + f" would make {too_many}")
     return flow_repeat
 
 
@@ -163,11 +161,12 @@ def _plan_flow(spec: Spec, name: str, shape: Shape) -> tuple[FlowPlan, Shape]:
     flow: FlowSpec = getattr(spec, name)
     flow_repeat = _check_block_count(spec, name, flow)
     planned: dict[str, list[PlannedBlock]] = {"stem": [], "blocks": []}
+    copies_made: dict[tuple[str, int], int] = {}  # (part, index) -> copies planned so far
     for part, entries, copies_of_list in (("stem", flow.stem, 1), ("blocks", flow.blocks, flow_repeat)):
         for _ in range(copies_of_list):
             for index, entry in enumerate(entries):
                 shape = _plan_entry(spec, name, part, index, entry, flow, shape, planned[part],
-                                    copies_of_list)
+                                    copies_of_list, copies_made)
     final = None
     if flow.final_act:
         final = resolve_options(spec.defaults, flow.defaults).activation
@@ -176,20 +175,23 @@ def _plan_flow(spec: Spec, name: str, shape: Shape) -> tuple[FlowPlan, Shape]:
 
 
 def _plan_entry(spec: Spec, flow_name: str, part: str, index: int, entry: BaseModel, flow: FlowSpec,
-                shape: Shape, out: list[PlannedBlock], flow_copies: int) -> Shape:
+                shape: Shape, out: list[PlannedBlock], flow_copies: int,
+                copies_made: dict[tuple[str, int], int]) -> Shape:
     path = (flow_name, part, index)
     kind = kind_of(entry)
     options: ResolvedOptions = resolve_options(spec.defaults, flow.defaults, _as_options(entry))
     repeat = getattr(entry, "repeat", 1)
     copies = repeat * flow_copies
+    ctx = _BlockContext(spec, path)
+    location = _location(spec, path)
     for _ in range(repeat):
-        ctx = _BlockContext(spec, path)
         result = kind.plan(entry, options, shape, ctx)
+        copies_made[(part, index)] = copy = copies_made.get((part, index), 0) + 1
         out.append(PlannedBlock(
-            module_name=f"{flow_name}.{part}.{len(out)}", spec_path=ctx.spec_path,
-            repeat=(sum(1 for b in out if b.spec_path == ctx.spec_path) + 1, copies),
+            module_name=f"{flow_name}.{part}.{len(out)}", spec_path=ctx.spec_path, repeat=(copy, copies),
             flow=flow_name, kind=kind.name, in_shape=shape, out_shape=result.out_shape,
-            params=result.params, macs=result.macs, config=result.config, line=_line_of(spec, path)))
+            params=result.params, macs=result.macs, config=result.config,
+            line=location.line if location else None))
         shape = result.out_shape
     return shape
 

@@ -38,7 +38,8 @@ def read_checkpoint(path: str | os.PathLike[str]) -> StateDict:
     if file.is_dir():
         raise CheckpointError("is a directory, expected a weights file (.safetensors, .pt, .pth)", location=where)
     try:
-        header = file.open("rb").read(16)
+        with file.open("rb") as handle:
+            header = handle.read(16)
     except OSError as exc:
         raise CheckpointError(f"cannot read the weights file: {exc.strerror}", location=where) from exc
     if not header:
@@ -84,14 +85,22 @@ def _unwrap_state_dict(loaded: object, where: Location) -> StateDict:
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> None:
-    """Write the model's state dict as safetensors (atomically: temp file, then rename)."""
+    """Write the model's state dict as safetensors (atomically: temp file, then rename).
+
+    Raises ``OSError`` when the file cannot be written."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     file = Path(path)
     tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     try:
-        save_file(state, str(tmp), metadata=metadata)
+        try:
+            save_file(state, str(tmp), metadata=metadata)
+        except SafetensorError as exc:
+            # safetensors reports I/O failures (missing folder, full disk) as its own error type;
+            # callers handle file-system trouble as OSError, so hand it over as one.
+            raise OSError(f"cannot write {file}: {exc}") from exc
         # safetensors creates its file private (0600); give it the permissions of any new file.
         umask = os.umask(0)
         os.umask(umask)

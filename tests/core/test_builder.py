@@ -58,8 +58,16 @@ def test_timm_style_interface(cifar_spec: Path) -> None:
         assert torch.equal(model.forward_head(features), model(x))
     model.reset_classifier(5)
     assert model.num_classes == 5 and model(x).shape == (2, 5)
+    assert model.plan.head.num_classes == 5 and model.plan.total_params == sum(p.numel() for p in model.parameters())
     model.reset_classifier(0)
     assert model(x).shape == (2, model.num_features)
+
+
+def test_reset_classifier_keeps_the_models_dtype(cifar_spec: Path) -> None:
+    model = build_model(cifar_spec).to(torch.bfloat16).eval()
+    model.reset_classifier(3)
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 32, 32, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
 
 def test_module_names_map_to_spec_entries_and_back() -> None:
@@ -144,3 +152,14 @@ def test_downsample_by_depthwise_stride_has_no_pool(cifar_spec: Path) -> None:
     assert not any(isinstance(m, nn.MaxPool2d) for m in model.modules())
     strided = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.groups > 1 and m.stride == (2, 2)]
     assert len(strided) == 3  # two entry blocks and the exit block
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["exit.blocks[0].out=" + str([64] * 1001)], "separable convs listed in out: 1,001 is out of range: at most 1,000"),
+    (["entry.stem[0].repeat=600", "entry.stem[1].repeat=600"], "1,200 stem layers would make more than 1,000"),
+])
+def test_documented_limits_hold(cifar_spec: Path, overrides: list[str], message: str) -> None:
+    from xception_build.errors import SpecError
+
+    with pytest.raises(SpecError, match=message):
+        plan_spec(load_spec(cifar_spec, overrides=overrides))

@@ -94,3 +94,9 @@ def test_read_checkpoint_returns_tensors(cifar_spec: Path, tmp_path: Path) -> No
     tensors = read_checkpoint(tmp_path / "w.safetensors")
     assert all(isinstance(v, torch.Tensor) for v in tensors.values())
     assert not list(tmp_path.glob(".*tmp*")), "no temporary file left behind"
+
+
+def test_save_into_a_missing_folder_is_an_oserror(cifar_spec: Path, tmp_path: Path) -> None:
+    """Callers turn OSError into a clean message; safetensors' own error type must not leak."""
+    with pytest.raises(OSError, match="cannot write"):
+        save_weights(build_model(cifar_spec), tmp_path / "missing" / "w.safetensors")

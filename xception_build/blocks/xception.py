@@ -63,6 +63,7 @@ def _channel_list(spec: XceptionBlockSpec, options: ResolvedOptions, in_channels
         if any(c <= 0 for c in spec.out):
             ctx.fail(f"channel counts must be positive, got {spec.out}", "out")
         check_range(ctx, "out", max(spec.out), "out channels")
+        check_range(ctx, "out", len(spec.out), "separable convs listed in out:", MAX_REPS)
         if spec.reps is not None and spec.reps != len(spec.out):
             ctx.fail(f"reps is {spec.reps} but 'out' lists {len(spec.out)} channel counts", "reps",
                      hint="drop reps when out is a list; its length is the number of separable convs")
