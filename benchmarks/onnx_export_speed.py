@@ -33,11 +33,11 @@ from exporters.onnx_export import export_onnx, serialize
 from exporters.pipeline import ExportRequest, run_export
 from exporters.runners import BatchProfile, session_options
 from xception_build import build_model
+from xception_build.analysis import cpu_name
 
 
 def machine() -> str:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
+    model = cpu_name() or platform.processor()
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     return (f"nproc {os.cpu_count()}, {model}, load average {load}; torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), onnxruntime {__import__('onnxruntime').__version__}")

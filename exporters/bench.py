@@ -36,6 +36,15 @@ from exporters.bench_train import TRAIN_CONFIG_NAMES, bench_train, timm_referenc
 from xception_build.analysis import analyse, device_peak, precision_of
 from xception_build.training import resolve_device, synchronize
 
+#: backends whose fp32 runs without TF32 whatever cuDNN's setting: TensorRT engines are built with
+#: BuilderFlag.TF32 cleared (exporters.tensorrt_backend), so their % of peak is of the plain fp32 peak
+STRICT_FP32_BACKENDS = frozenset({"tensorrt"})
+
+
+def peak_precision(backend: str, device: torch.device) -> str:
+    """The precision whose peak a ``backend`` row on ``device`` is compared with."""
+    return "fp32" if backend in STRICT_FP32_BACKENDS else precision_of(device)
+
 
 def count_tasks(settings: BenchSettings) -> int:
     """How many progress steps :func:`run_bench` reports (for a progress bar's total)."""
@@ -70,8 +79,8 @@ def _run(make_model: Callable[[], nn.Module], input_size: tuple[int, int, int], 
     peak = device_peak(device)
     report = BenchReport(environment(device, label), figures.to_dict(),
                          None if peak is None else asdict(peak), asdict(settings))
-    precision = precision_of(device)
     for name in settings.backends:
+        precision = peak_precision(name, device)
         backend = None
         setup_error: tuple[str, str] | None = None  # a backend that cannot be set up fails every batch
         for batch in settings.batches:
@@ -119,11 +128,12 @@ def _run(make_model: Callable[[], nn.Module], input_size: tuple[int, int, int], 
 def bench_spec(spec_path: str, settings: BenchSettings, *, overrides: Sequence[str] = (),
                weights: str | None = None, on_task: Progress | None = None) -> BenchReport:
     """Build the spec's model (with ``weights`` if given) and run :func:`run_bench` on it."""
-    from xception_build import build_model, load_spec
+    from xception_build import build_model, load_spec, plan_spec
     from xception_build.spec import spec_hash
     from xception_build.weights import load_weights
 
     spec = load_spec(spec_path, overrides=list(overrides))
+    digest = spec_hash(spec)
 
     def make_model() -> nn.Module:
         model = build_model(spec, seed=0)
@@ -131,17 +141,15 @@ def bench_spec(spec_path: str, settings: BenchSettings, *, overrides: Sequence[s
             load_weights(model, weights)
         return model
 
-    probe = build_model(spec, seed=0)
-    input_size = tuple(probe.pretrained_cfg["input_size"])  # type: ignore[index]
-    num_classes = int(probe.num_classes)  # type: ignore[arg-type]
-    del probe
+    plan = plan_spec(spec)  # shapes only, no model; an impossible spec fails here, before any work
+    input_size, num_classes = plan.input_shape.as_tuple(), plan.head.num_classes
     reference, why = timm_reference(num_classes) if settings.train and settings.reference else (None, "")
     if settings.train and not settings.reference:
         why = "--no-reference given"
-    report = run_bench(make_model, input_size, num_classes, settings,  # type: ignore[arg-type]
-                       label=f"{spec_path} ({spec_hash(spec)[:12]})", on_task=on_task,
+    report = run_bench(make_model, input_size, num_classes, settings,
+                       label=f"{spec_path} ({digest[:12]})", on_task=on_task,
                        make_reference=reference, reference_unavailable=why)
     report.environment["spec"] = spec_path
-    report.environment["spec_hash"] = spec_hash(spec)
+    report.environment["spec_hash"] = digest
     report.environment["weights"] = weights
     return report

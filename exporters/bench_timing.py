@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 from exporters.bench_backends import BACKENDS
-from xception_build.analysis import AnalyticFigures, fraction_of_peak
+from xception_build.analysis import AnalyticFigures, cpu_name, fraction_of_peak
 from xception_build.errors import UserError, XBuildError
 
 
@@ -201,17 +201,4 @@ def environment(device: torch.device, label: str) -> dict[str, object]:
 
 
 def _cpu_name() -> str:
-    return read_proc_field("/proc/cpuinfo", "model name") or platform.processor() or "cpu"
-
-
-def read_proc_field(path: str, key: str) -> str | None:
-    """The value after ``key:`` in a Linux /proc file, or None where the file or the key is missing."""
-    try:
-        with open(path) as fh:
-            for line in fh:
-                name, sep, value = line.partition(":")
-                if sep and name.strip() == key:
-                    return value.strip()
-    except OSError:
-        pass
-    return None
+    return cpu_name() or platform.processor() or "cpu"

@@ -24,9 +24,8 @@ from exporters.bench_timing import (
     fill_row,
     measure,
     one_line,
-    read_proc_field,
 )
-from xception_build.analysis import AnalyticFigures, device_peak, precision_of
+from xception_build.analysis import AnalyticFigures, device_peak, precision_of, read_proc_fields
 from xception_build.training import TrainOptions, TrainStep, synchronize
 
 TRAIN_CONFIG_NAMES = ("fp32", "bf16", "fp16", "channels_last", "compile", "all")
@@ -122,9 +121,9 @@ def _reset_rss_peak() -> bool:
 
 def _rss_peak() -> int:
     """Peak resident set in bytes: VmHWM where /proc has it, else ``ru_maxrss`` (never reset)."""
-    hwm = read_proc_field("/proc/self/status", "VmHWM")  # "123456 kB"
-    if hwm is not None:
-        return int(hwm.split()[0]) * 1024
+    hwm = read_proc_fields("/proc/self/status").get("VmHWM")  # ["123456 kB"]
+    if hwm:
+        return int(hwm[0].split()[0]) * 1024
     import resource
     import sys
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
 import secrets
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, field_validator
 
+from exporters.compare import Tolerance
 from xception_build.errors import UserError
 
 FORMAT_VERSION = 1
@@ -38,6 +40,59 @@ class Artifact(BaseModel):
     precision: str | None = None
 
 
+class _Section(BaseModel):
+    """A manifest section: the fields a reader relies on are typed; unknown keys are kept as they are.
+
+    Fields are declared in the order the exporter writes them, so a written manifest reads the same.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
+class SpecInfo(_Section):
+    """``spec``: the hash ``xbuild verify`` compares with, and where the spec came from."""
+
+    hash: str
+    source: Any = None
+    overrides: Any = None
+    resolved: dict[str, Any] = Field(default_factory=dict)  # the resolved spec as data
+
+
+class ModelInfo(_Section):
+    """``model``: input/output names and shapes, preprocessing, params."""
+
+    input: Any = None
+    output: Any = None
+    input_size: list[PositiveInt] = Field(min_length=1)  # (C, H, W): what the reference is fed
+    mean: Any = None
+    std: Any = None
+    interpolation: Any = None
+    crop_pct: Any = None
+    num_classes: Any = None
+    params: Any = None
+
+
+class VerificationInfo(_Section):
+    """``verification``: the settings a re-verification repeats, and the results of the export's run."""
+
+    reference: Any = None
+    seed: NonNegativeInt = 0
+    batches: list[PositiveInt] = Field(min_length=1)
+    tolerances: dict[str, Tolerance]  # by precision: fp32, fp16
+    passed: Any = None
+    results: Any = None
+    not_run: Any = None
+
+    @field_validator("tolerances")
+    @classmethod
+    def _finite_tolerances(cls, tolerances: dict[str, Tolerance]) -> dict[str, Tolerance]:
+        for precision, tol in tolerances.items():
+            for name, value in tol.to_dict().items():
+                if not math.isfinite(value) or value < 0:
+                    raise ValueError(f"{precision}.{name} is {value}, must be a finite number >= 0")
+        return tolerances
+
+
 class Manifest(BaseModel):
     """The manifest file's schema (format version 1)."""
 
@@ -46,11 +101,11 @@ class Manifest(BaseModel):
     format_version: int
     tool: dict[str, str]
     versions: dict[str, str]
-    spec: dict[str, Any]  # hash, source, overrides, resolved (the resolved spec as data)
-    model: dict[str, Any]  # input/output names and shapes, preprocessing, params
+    spec: SpecInfo  # hash, source, overrides, resolved (the resolved spec as data)
+    model: ModelInfo  # input/output names and shapes, preprocessing, params
     export: dict[str, Any]  # exporter, opset, batch profile, precision, TensorRT settings
     artifacts: list[Artifact]
-    verification: dict[str, Any]  # seed, batches, tolerances, results, skipped backends
+    verification: VerificationInfo  # seed, batches, tolerances, results, skipped backends
 
     def artifact(self, kind: str, precision: str | None = None) -> Artifact | None:
         for art in self.artifacts:

@@ -41,11 +41,8 @@ def export_onnx(model: Any, input_size: Sequence[int], *, profile: BatchProfile,
     """Export ``model`` (put in eval mode) to a checked, self-contained, deterministic ModelProto."""
     import torch
 
-    check_opset(opset)
+    check_export_options(profile, static_batch=static_batch, opset=opset)
     model = model.eval()
-    if static_batch and not profile.is_static:
-        raise UserError(f"--static-batch needs one batch size, got the profile {profile}",
-                        hint="give --batch N together with --static-batch")
     # torch.export needs MIN < MAX for a dynamic dimension; a one-size profile (--batch N) still
     # gets a dynamic graph, and the runners hold it to N through the recorded profile.
     upper = max(profile.max, profile.min + 1)
@@ -69,10 +66,14 @@ def export_onnx(model: Any, input_size: Sequence[int], *, profile: BatchProfile,
     return proto
 
 
-def check_opset(opset: int) -> None:
+def check_export_options(profile: BatchProfile, *, static_batch: bool, opset: int) -> None:
+    """The option checks :func:`export_onnx` needs; cheap, so callers run them before any real work."""
     newest = onnx.defs.onnx_opset_version()
     if not DEFAULT_OPSET <= opset <= newest:
         raise UserError(f"--opset {opset}: the dynamo exporter supports opsets {DEFAULT_OPSET} to {newest}")
+    if static_batch and not profile.is_static:
+        raise UserError(f"--static-batch needs one batch size, got the profile {profile}",
+                        hint="give --batch N together with --static-batch")
 
 
 def _make_deterministic(proto: onnx.ModelProto, producer_version: str) -> None:

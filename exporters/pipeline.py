@@ -25,13 +25,15 @@ from exporters.manifest import (
     MANIFEST_NAME,
     Artifact,
     Manifest,
+    ModelInfo,
+    SpecInfo,
+    VerificationInfo,
     describe,
     library_versions,
     read_manifest,
-    tool_version,
     write_manifest,
 )
-from exporters.onnx_export import DEFAULT_OPSET, export_onnx, serialize, to_fp16
+from exporters.onnx_export import DEFAULT_OPSET, check_export_options, export_onnx, serialize, to_fp16
 from exporters.runners import INPUT_NAME, OUTPUT_NAME, BatchProfile, TorchRunner
 from exporters.verify import Target, VerificationResult, require_some_backend, run_checks
 from xception_build.errors import UserError
@@ -62,6 +64,10 @@ class ExportRequest:
     seed: int = 0
     workspace_bytes: int = 4 << 30
 
+    def __post_init__(self) -> None:
+        # Checked here, before the spec is loaded or --out touched: a bad option costs nothing.
+        check_export_options(self.profile, static_batch=self.static_batch, opset=self.opset)
+
 
 @dataclass
 class ExportResult:
@@ -74,7 +80,7 @@ def run_export(request: ExportRequest) -> ExportResult:
     """Export, verify and install; raises ``VerificationFailed`` (after installing) when a check fails."""
     from exporters.reference_model import reference_model
     from xception_build import load_spec
-    from xception_build.spec import dump_resolved_yaml
+    from xception_build.spec import dump_resolved_yaml, spec_hash
     from xception_build.weights import save_weights
 
     tolerances = _tolerances(request)
@@ -85,12 +91,14 @@ def run_export(request: ExportRequest) -> ExportResult:
     spec = load_spec(request.spec, request.overrides)
     model = reference_model(spec, request.weights, request.seed)
     input_size = tuple(int(d) for d in model.pretrained_cfg["input_size"])
-    staging = _staging_dir(request.out)
+    provenance = _Provenance(spec_hash(spec), library_versions())
+    staging, created = _staging_dir(request.out)
+    installed = False
     try:
         onnx_proto = export_onnx(model, input_size, profile=request.profile,
                                  static_batch=request.static_batch, opset=request.opset,
-                                 metadata=_onnx_metadata(model, spec, request),
-                                 producer_version=tool_version())
+                                 metadata=_onnx_metadata(model, spec, provenance),
+                                 producer_version=provenance.tool_version)
         (staging / ONNX_NAME).write_bytes(serialize(onnx_proto))
         artifacts = [describe(staging, ONNX_NAME, "onnx", "fp32")]
         if request.precision == "fp16":
@@ -111,7 +119,8 @@ def run_export(request: ExportRequest) -> ExportResult:
         result = run_checks(TorchRunner(model, input_size), targets, seed=request.seed,
                             batches=request.profile.check_batches(), tolerances=tolerances)
         require_some_backend(result)
-        manifest = _manifest(request, spec, model, artifacts, tolerances, result, builder)
+        manifest = _manifest(request, spec, model, artifacts, tolerances, result, builder, provenance)
+        installed = True  # from here on the folder is the new export (or, after a crash, an incomplete one)
         _install(staging, request.out, [a.path for a in artifacts], manifest)
     except OSError as exc:
         if exc.errno not in _WRITE_ERRORS:
@@ -119,8 +128,22 @@ def run_export(request: ExportRequest) -> ExportResult:
         raise UserError(f"--out {request.out}: writing the export failed ({exc.strerror})") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not installed:
+            _remove_empty(created)
     result.raise_if_failed()
     return ExportResult(request.out, manifest, result)
+
+
+@dataclass(frozen=True)
+class _Provenance:
+    """What the ONNX metadata and the manifest both record, computed once per export."""
+
+    spec_hash: str
+    versions: dict[str, str]  # library_versions(), which includes xception-build's own
+
+    @property
+    def tool_version(self) -> str:
+        return self.versions["xception-build"]
 
 
 def _tolerances(request: ExportRequest) -> dict[str, Tolerance]:
@@ -130,11 +153,35 @@ def _tolerances(request: ExportRequest) -> dict[str, Tolerance]:
     return tolerances
 
 
-def _staging_dir(out: Path) -> Path:
+def _missing_folders(out: Path) -> list[Path]:
+    """``out`` and those of its parents that do not exist yet, deepest first: what mkdir will create."""
+    missing = []
+    for folder in (out, *out.parents):
+        if folder.exists() or folder.is_symlink():
+            break
+        missing.append(folder)
+    return missing
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Undo the mkdir of a failed export, so a folder that did not exist still does not."""
+    for folder in folders:
+        try:
+            folder.rmdir()  # only ever an empty folder
+        except OSError:
+            return
+
+
+def _staging_dir(out: Path) -> tuple[Path, list[Path]]:
+    """A fresh temporary folder in ``out``, and the folders created for it (see :func:`_missing_folders`)."""
+    created = _missing_folders(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".xbuild-export-", dir=out))
-    except OSError as exc:
+        return Path(tempfile.mkdtemp(prefix=".xbuild-export-", dir=out)), created
+    except BaseException as exc:
+        _remove_empty(created)
+        if not isinstance(exc, OSError):
+            raise
         raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc})",
                         hint="choose a folder you can write to") from exc
 
@@ -150,13 +197,11 @@ def _build_plan(request: ExportRequest, staging: Path, input_size: tuple[int, ..
     return build_engine(staging / source, staging / PLAN_NAME, settings, timing_cache=cache)
 
 
-def _onnx_metadata(model: Any, spec: Any, request: ExportRequest) -> dict[str, str]:
-    from xception_build.spec import spec_hash
-
+def _onnx_metadata(model: Any, spec: Any, provenance: _Provenance) -> dict[str, str]:
     cfg = model.pretrained_cfg
-    versions = library_versions()
+    versions = provenance.versions
     return {
-        "xbuild.spec_name": str(spec.name), "xbuild.spec_hash": spec_hash(spec),
+        "xbuild.spec_name": str(spec.name), "xbuild.spec_hash": provenance.spec_hash,
         "xbuild.version": versions["xception-build"], "xbuild.torch_version": versions.get("torch", ""),
         "xbuild.onnx_version": versions.get("onnx", ""),
         "xbuild.onnxscript_version": versions.get("onnxscript", ""),
@@ -171,33 +216,34 @@ def _onnx_metadata(model: Any, spec: Any, request: ExportRequest) -> dict[str, s
 
 def _manifest(request: ExportRequest, spec: Any, model: Any, artifacts: Sequence[Artifact],
               tolerances: dict[str, Tolerance], result: VerificationResult,
-              builder: dict[str, Any] | None) -> Manifest:
-    from xception_build.spec import resolved_data, spec_hash
+              builder: dict[str, Any] | None, provenance: _Provenance) -> Manifest:
+    from xception_build.spec import resolved_data
 
     cfg = model.pretrained_cfg
     batch: Any = request.profile.opt if request.static_batch else "N"
     return Manifest(
         format_version=FORMAT_VERSION,
-        tool={"name": "xception-build", "version": tool_version()},
-        versions=library_versions(),
-        spec={"hash": spec_hash(spec), "source": str(request.spec), "overrides": list(request.overrides),
-              "resolved": resolved_data(spec)},
-        model={"input": {"name": INPUT_NAME, "shape": [batch, *cfg["input_size"]], "dtype": "float32"},
-               "output": {"name": OUTPUT_NAME, "shape": [batch, cfg["num_classes"]], "dtype": "float32"},
-               "input_size": list(cfg["input_size"]), "mean": list(cfg["mean"]), "std": list(cfg["std"]),
-               "interpolation": cfg.get("interpolation"), "crop_pct": cfg.get("crop_pct"),
-               "num_classes": cfg["num_classes"], "params": sum(p.numel() for p in model.parameters())},
+        tool={"name": "xception-build", "version": provenance.tool_version},
+        versions=dict(provenance.versions),
+        spec=SpecInfo(hash=provenance.spec_hash, source=str(request.spec), overrides=list(request.overrides),
+                      resolved=resolved_data(spec)),
+        model=ModelInfo(
+            input={"name": INPUT_NAME, "shape": [batch, *cfg["input_size"]], "dtype": "float32"},
+            output={"name": OUTPUT_NAME, "shape": [batch, cfg["num_classes"]], "dtype": "float32"},
+            input_size=list(cfg["input_size"]), mean=list(cfg["mean"]), std=list(cfg["std"]),
+            interpolation=cfg.get("interpolation"), crop_pct=cfg.get("crop_pct"),
+            num_classes=cfg["num_classes"], params=sum(p.numel() for p in model.parameters())),
         export={"exporter": "torch.onnx dynamo", "opset": request.opset,
                 "batch_profile": str(request.profile), "static_batch": request.static_batch,
                 "precision": request.precision,
                 "batchnorm_folded": True, "weights_source": str(request.weights) if request.weights else None,
                 "init_seed": request.seed, "tensorrt": builder},
         artifacts=list(artifacts),
-        verification={"reference": "pytorch, cpu, eval mode, TF32 off", "seed": request.seed,
-                      "batches": list(request.profile.check_batches()),
-                      "tolerances": {name: tol.to_dict() for name, tol in tolerances.items()},
-                      "passed": result.passed, "results": [c.to_dict() for c in result.comparisons],
-                      "not_run": [vars(s) for s in result.skipped]},
+        verification=VerificationInfo(
+            reference="pytorch, cpu, eval mode, TF32 off", seed=request.seed,
+            batches=list(request.profile.check_batches()), tolerances=dict(tolerances),
+            passed=result.passed, results=[c.to_dict() for c in result.comparisons],
+            not_run=[vars(s) for s in result.skipped]),
     )
 
 
@@ -211,6 +257,10 @@ def _install(staging: Path, out: Path, names: Sequence[str], manifest: Manifest)
     for name in [*names, *([TIMING_CACHE_NAME] if (staging / TIMING_CACHE_NAME).exists() else [])]:
         os.replace(staging / name, out / name)
     for stale in old - set(names):  # files of the previous export that this one does not have
-        if "/" not in stale and stale != MANIFEST_NAME:
-            (out / stale).unlink(missing_ok=True)
+        # only plain names of files in `out`: never "", ".", "..", a path elsewhere, or a folder
+        if Path(stale).name != stale or stale in ("", ".", "..", MANIFEST_NAME):
+            continue
+        path = out / stale
+        if path.is_symlink() or not path.is_dir():
+            path.unlink(missing_ok=True)
     write_manifest(out, manifest)

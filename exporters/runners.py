@@ -217,9 +217,10 @@ class OnnxRuntimeRunner(Runner):
             specs.append(TensorSpec(node.name, _ORT_DTYPES.get(node.type, node.type), shape))
         if profile is None:
             profile = read_profile(self.session.get_modelmeta().custom_metadata_map, specs[0].shape)
+        self._output_names = [o.name for o in self.session.get_outputs()]  # read once, not per call
         super().__init__(specs, profile, Path(path).name)
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        names = [o.name for o in self.session.get_outputs()]
+        names = self._output_names
         values = self.session.run(names, dict(feeds))
         return {name: np.asarray(value, dtype=np.float32) for name, value in zip(names, values, strict=True)}

@@ -180,8 +180,8 @@ class TensorRTRunner(Runner):
                 inputs.append(TensorSpec(name, str(dtype), shape))
                 low, opt, high = engine.get_tensor_profile_shape(name, 0)
                 profile = BatchProfile(low[0], opt[0], high[0])
-            else:
-                self._outputs.append((name, dtype))
+            else:  # the torch dtype of its buffer, worked out once here rather than on every call
+                self._outputs.append((name, torch.from_numpy(np.empty(0, dtype=dtype)).dtype))
         super().__init__(inputs, profile, Path(plan_path).name)
 
     def _infer(self, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -195,8 +195,7 @@ class TensorRTRunner(Runner):
         results = {}
         for name, dtype in self._outputs:
             shape = _dims(self.context.get_tensor_shape(name))
-            empty = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
-            results[name] = torch.empty(shape, dtype=empty, device="cuda")
+            results[name] = torch.empty(shape, dtype=dtype, device="cuda")
             self.context.set_tensor_address(name, results[name].data_ptr())
         stream = torch.cuda.current_stream()  # the stream the copies above were queued on: no race
         if not self.context.execute_async_v3(stream.cuda_stream):

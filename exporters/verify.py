@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 
 from exporters.compare import Comparison, Tolerance, compare, format_table
-from exporters.manifest import ArtifactCheck, check_artifacts, read_manifest
+from exporters.manifest import MANIFEST_NAME, ArtifactCheck, check_artifacts, read_manifest
 from exporters.runners import INPUT_NAME, OUTPUT_NAME, Runner, TorchRunner, onnxruntime_unavailable
 from xception_build.errors import BackendUnavailable, UserError, VerificationFailed
 
@@ -120,6 +120,7 @@ def run_checks(reference: TorchRunner, targets: Sequence[Target], *, batches: Se
     """Compare every target on every available backend with the reference, at every batch size."""
     result = result if result is not None else VerificationResult()
     input_size = tuple(d for d in reference.inputs[0].shape[1:] if d is not None)
+    inputs: dict[int, np.ndarray] = {}  # one seeded input per batch size, shared by every target
     expected: dict[int, dict[str, np.ndarray]] = {}
     for target in targets:
         for backend in BACKENDS[target.kind]:
@@ -131,9 +132,10 @@ def run_checks(reference: TorchRunner, targets: Sequence[Target], *, batches: Se
                 continue
             runner = make_runner(backend, target.path)
             for batch in batches:
-                if batch not in expected:
-                    expected[batch] = reference.infer({INPUT_NAME: seeded_input(seed, batch, input_size)})
-                got = _run_renamed(runner, seeded_input(seed, batch, input_size))
+                if batch not in inputs:
+                    inputs[batch] = seeded_input(seed, batch, input_size)
+                    expected[batch] = reference.infer({INPUT_NAME: inputs[batch]})
+                got = _run_renamed(runner, inputs[batch])
                 result.comparisons.append(compare(expected[batch], got, tolerances[target.precision],
                                                   artifact=target.path.name, backend=runner.backend,
                                                   batch=batch, precision=target.precision))
@@ -156,9 +158,9 @@ def require_some_backend(result: VerificationResult) -> None:
 
 def verify_directory(directory: str | Path, *, backends: Sequence[str] | None = None) -> VerificationResult:
     """Re-check an export: every hash, then the numbers on every backend this machine has."""
-    from xception_build import build_model, load_spec
+    from exporters.reference_model import reference_model
+    from xception_build import load_spec
     from xception_build.spec import spec_hash
-    from xception_build.weights import load_weights
 
     directory = Path(directory)
     manifest = read_manifest(directory)
@@ -168,22 +170,28 @@ def verify_directory(directory: str | Path, *, backends: Sequence[str] | None = 
     if spec_file is None or weights_file is None or not {spec_file.path, weights_file.path} <= intact:
         result.notes.append("numeric checks not run: the spec or weights no longer match the manifest")
         return result
-    settings: dict[str, Any] = manifest.verification
-    seed = int(settings.get("seed", 0))
-    spec = load_spec(directory / spec_file.path)
-    if spec_hash(spec) != manifest.spec["hash"]:
-        result.notes.append(f"{spec_file.path} resolves to spec hash {spec_hash(spec)[:12]}..., "
-                            f"the manifest records {str(manifest.spec['hash'])[:12]}...")
-    model = build_model(spec, seed=seed)
-    load_weights(model, directory / weights_file.path)
+    settings = manifest.verification
     targets = [Target(directory / a.path, a.kind, a.precision or "fp32") for a in manifest.artifacts
                if a.kind in BACKENDS and a.path in intact]
+    for target in targets:
+        if target.precision not in settings.tolerances:
+            raise UserError(f"{directory / MANIFEST_NAME}: malformed manifest at verification.tolerances: "
+                            f"no {target.precision} tolerance for {target.path.name}")
+    spec = load_spec(directory / spec_file.path)
+    found_hash = spec_hash(spec)
+    if found_hash != manifest.spec.hash:
+        result.notes.append(f"{spec_file.path} resolves to spec hash {found_hash[:12]}..., "
+                            f"the manifest records {manifest.spec.hash[:12]}...")
+    model = reference_model(spec, directory / weights_file.path, settings.seed)
+    input_size = tuple(manifest.model.input_size)
+    if input_size != tuple(model.pretrained_cfg["input_size"]):
+        raise UserError(f"{directory / MANIFEST_NAME}: malformed manifest at model.input_size: "
+                        f"{list(input_size)}, but the model of {spec_file.path} takes "
+                        f"{list(model.pretrained_cfg['input_size'])}")
     result.skipped += [Skipped(a.path, "-", "failed its integrity check") for a in manifest.artifacts
                        if a.kind in BACKENDS and a.path not in intact]
-    tolerances = {name: Tolerance(**values) for name, values in settings["tolerances"].items()}
-    reference = TorchRunner(model, manifest.model["input_size"])
-    run_checks(reference, targets, batches=settings["batches"], seed=seed, tolerances=tolerances,
-               result=result, backends=backends)
+    run_checks(TorchRunner(model, input_size), targets, batches=settings.batches, seed=settings.seed,
+               tolerances=settings.tolerances, result=result, backends=backends)
     if targets:
         require_some_backend(result)
     return result

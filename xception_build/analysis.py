@@ -18,6 +18,7 @@ Conventions (stated, because published figures differ by them):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from dataclasses import asdict, dataclass, field
@@ -144,6 +145,38 @@ def gpu_peak(device_name: str) -> DevicePeak | None:
     return None
 
 
+#: where Linux lists the CPUs; a module attribute so that tests can point it at a fixture
+CPUINFO = "/proc/cpuinfo"
+
+
+def read_proc_fields(path: str) -> dict[str, list[str]]:
+    """Every ``key: value`` line of a Linux /proc file, values in file order ({} where it cannot be read).
+
+    A key has one value per occurrence: /proc/cpuinfo repeats its keys once per logical CPU.
+    """
+    fields: dict[str, list[str]] = {}
+    try:
+        with open(path) as fh:
+            for line in fh:
+                key, sep, value = line.partition(":")
+                if sep:
+                    fields.setdefault(key.strip(), []).append(value.strip())
+    except (OSError, UnicodeDecodeError):
+        return {}
+    return fields
+
+
+def cpuinfo() -> dict[str, list[str]]:
+    """/proc/cpuinfo as :func:`read_proc_fields` reads it: ``model name``, ``flags``, ``cpu MHz``..."""
+    return read_proc_fields(CPUINFO)
+
+
+def cpu_name() -> str | None:
+    """The CPU model as /proc/cpuinfo names it, or None where it does not (not Linux, some ARM)."""
+    names = cpuinfo().get("model name")
+    return names[0] if names else None
+
+
 def cpu_peak() -> DevicePeak:
     """An estimate: threads × clock × FLOPs/cycle from the vector units that /proc/cpuinfo lists.
 
@@ -152,17 +185,12 @@ def cpu_peak() -> DevicePeak:
     from inside the process, so it is left out (None).
     """
     threads = torch.get_num_threads()
-    flags, mhz = set(), 0.0
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                key, _, value = line.partition(":")
-                if key.strip() == "flags":
-                    flags = set(value.split())
-                elif key.strip() == "cpu MHz":
-                    mhz = max(mhz, float(value))
-    except (OSError, ValueError):
-        pass
+    info = cpuinfo()
+    flags = set(info["flags"][-1].split()) if info.get("flags") else set()
+    mhz = 0.0
+    for value in info.get("cpu MHz", []):
+        with contextlib.suppress(ValueError):
+            mhz = max(mhz, float(value))
     ghz = mhz / 1000 if mhz else 2.0
     fp32 = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 8
     bf16 = 2048 if "amx_bf16" in flags else 128 if "avx512_bf16" in flags else fp32

@@ -18,7 +18,8 @@ CIFAR_BATCH = "1:2:4"
 @pytest.fixture(scope="session")
 def xbuild() -> click.Group:
     """The ``xbuild`` group with the export commands, whether or not the package is pip-installed."""
-    from exporters.cli import bench_command, export_command, verify_command
+    from exporters.bench_cli import bench_command
+    from exporters.cli import export_command, verify_command
     from xception_build.cli import XBuildGroup, main
 
     return XBuildGroup(name="xbuild", commands={**main.commands, "export": export_command,

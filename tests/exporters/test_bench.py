@@ -219,3 +219,63 @@ def test_gpu_bench_with_every_training_config(run: Callable[..., Result], tmp_pa
     ours = [r for r in data["train"] if r["model"] == "xception-build"]
     assert all(r["status"] == "ok" for r in ours), ours
     assert all(r["memory_kind"].startswith("torch.cuda.max_memory_allocated") for r in ours)
+
+
+def test_bench_spec_builds_the_model_once_and_hashes_the_spec_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Input size and classes come from the spec, not from a throw-away probe model."""
+    import xception_build
+    import xception_build.spec
+
+    calls: list[str] = []
+    real_build, real_hash = xception_build.build_model, xception_build.spec.spec_hash
+
+    def build(*args: object, **kwargs: object) -> nn.Module:
+        calls.append("build_model")
+        return real_build(*args, **kwargs)  # type: ignore[arg-type]
+
+    def digest(spec: object) -> str:
+        calls.append("spec_hash")
+        return real_hash(spec)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(xception_build, "build_model", build)
+    monkeypatch.setattr(xception_build.spec, "spec_hash", digest)
+    report = bench.bench_spec(str(CIFAR), BenchSettings(batches=(1,), backends=("torch",), **FAST))
+    assert sorted(calls) == ["build_model", "spec_hash"]
+    assert report.analytic["input_size"] == (3, 32, 32) and report.inference[0].status == "ok"
+    assert report.environment["spec_hash"] == real_hash(xception_build.load_spec(CIFAR))
+    assert str(report.environment["label"]).endswith(f"({str(report.environment['spec_hash'])[:12]})")
+
+
+def test_tensorrt_rows_are_compared_with_the_plain_fp32_peak(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT engines are built with TF32 off: their % of peak is of the fp32 peak, even where
+    cuDNN's TF32 makes the other fp32 rows compare with the TF32 peak."""
+    from xception_build.analysis import DevicePeak
+
+    class Instant:
+        def runner(self, batch: int) -> Callable[[], None]:
+            return lambda: None
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(bench, "precision_of", lambda device, amp="none": "tf32")  # CUDA, TF32 allowed
+    monkeypatch.setattr(bench, "device_peak", lambda device: DevicePeak("test", {"fp32": 1e12, "tf32": 8e12}))
+    monkeypatch.setattr(bench, "make_backend", lambda *args: Instant())
+    settings = BenchSettings(batches=(1,), backends=("torch", "tensorrt"), **FAST)
+    report = run_bench(tiny, (3, 8, 8), 4, settings)
+    flops = float(report.analytic["flops"])  # type: ignore[arg-type]
+    torch_row, trt_row = report.inference
+    assert torch_row.fraction_flops == pytest.approx(flops * torch_row.images_per_s / 8e12)
+    assert trt_row.fraction_flops == pytest.approx(flops * trt_row.images_per_s / 1e12)
+
+
+def test_peak_precision_per_backend() -> None:
+    saved = torch.backends.cudnn.allow_tf32
+    try:
+        torch.backends.cudnn.allow_tf32 = True
+        cuda, cpu = torch.device("cuda"), torch.device("cpu")
+        assert bench.peak_precision("torch", cuda) == bench.peak_precision("onnxruntime", cuda) == "tf32"
+        assert bench.peak_precision("tensorrt", cuda) == "fp32"
+        assert bench.peak_precision("tensorrt", cpu) == bench.peak_precision("torch", cpu) == "fp32"
+    finally:
+        torch.backends.cudnn.allow_tf32 = saved

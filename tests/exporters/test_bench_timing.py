@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -39,3 +41,59 @@ def test_settings_are_validated() -> None:
         BenchSettings(backends=("torch", "tvm"))
     with pytest.raises(UserError, match="positive"):
         BenchSettings(batches=(0,))
+
+
+FAKE_CPUINFO = """processor\t: 0
+model name\t: Fake CPU 9000
+flags\t\t: fpu sse2 avx2 fma
+cpu MHz\t\t: 1000.000
+
+processor\t: 1
+model name\t: Fake CPU 9000
+flags\t\t: fpu sse2 avx2 fma
+cpu MHz\t\t: 3000.000
+"""
+
+
+def test_cpuinfo_is_read_by_one_function_for_peak_environment_and_benchmark(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """xception_build.analysis parses /proc files once for all: cpu_peak, bench's environment and
+    benchmarks/onnx_export_speed.py all see the same (here faked) /proc/cpuinfo."""
+    import importlib.util
+
+    import torch
+
+    from exporters.bench_timing import environment
+    from xception_build import analysis
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text(FAKE_CPUINFO)
+    fields = analysis.read_proc_fields(str(fake))
+    assert fields["cpu MHz"] == ["1000.000", "3000.000"] and fields["model name"][0] == "Fake CPU 9000"
+    assert analysis.read_proc_fields(str(tmp_path / "missing")) == {}
+    monkeypatch.setattr(analysis, "CPUINFO", str(fake))
+
+    peak = analysis.cpu_peak()
+    threads = torch.get_num_threads()
+    assert peak.flops["fp32"] == pytest.approx(threads * 3.0e9 * 32)  # fastest clock, AVX2+FMA
+    assert "3.00 GHz" in peak.source and "AVX2+FMA" in peak.source
+    assert environment(torch.device("cpu"), "test")["device_name"] == "Fake CPU 9000"
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "onnx_export_speed.py"
+    spec = importlib.util.spec_from_file_location("onnx_export_speed", script)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if Path("/proc/loadavg").exists() and importlib.util.find_spec("onnxruntime"):
+        assert "Fake CPU 9000" in module.machine()
+
+
+def test_peak_memory_reads_vm_hwm_through_the_same_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exporters import bench_train
+
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmHWM:\t  123456 kB\nVmRSS:\t  1000 kB\n")
+    real = bench_train.read_proc_fields
+    monkeypatch.setattr(bench_train, "read_proc_fields",
+                        lambda path: real(str(status) if path == "/proc/self/status" else path))
+    assert bench_train._rss_peak() == 123456 * 1024

@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import Result
@@ -135,23 +137,107 @@ def test_help_texts_document_examples_and_exit_codes(run: Callable[..., Result])
             assert code in text, (command, code)
 
 
-def test_bench_command_is_exported() -> None:
-    from exporters.cli import bench_command
+def test_export_help_says_onnx_is_always_written(run: Callable[..., Result]) -> None:
+    text = " ".join(run("export", "--help").output.split())
+    assert "--onnx Accepted for clarity and has no effect: model.onnx is always written" in text
 
-    assert bench_command.name == "bench"
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-1"])
+def test_bad_workspace_size_is_a_clean_user_error(tmp_path: Path, run: Callable[..., Result], value: str) -> None:
+    out = tmp_path / "out"
+    result = run("export", CIFAR, f"--workspace-gib={value}", "--out", out)
+    _assert_clean_error(result, 2, "must be a finite number > 0")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--opset", "5"], "--opset 5: the dynamo exporter supports opsets 18 to"),
+    (["--opset", "999"], "--opset 999: the dynamo exporter supports opsets 18 to"),
+    (["--static-batch", "--batch", "1:2:4"], "--static-batch needs one batch size, got the profile 1:2:4"),
+    (["--batch", "8:4:16"], "need 1 <= MIN <= OPT <= MAX"),
+])
+def test_bad_options_fail_before_any_work_and_create_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                run: Callable[..., Result], args: list[str],
+                                                                message: str) -> None:
+    import xception_build
+
+    def too_early(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the spec was loaded before the options were checked")
+
+    monkeypatch.setattr(xception_build, "load_spec", too_early)
+    out = tmp_path / "new" / "out"
+    _assert_clean_error(run("export", CIFAR, *args, "--out", out), 2, message)
+    assert not (tmp_path / "new").exists()  # "exactly as before": not even an empty folder
+
+
+def test_failed_export_removes_the_folders_it_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      run: Callable[..., Result]) -> None:
+    import xception_build.weights
+
+    def interrupted(*_args: object, **_kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(xception_build.weights, "save_weights", interrupted)
+    (tmp_path / "existing").mkdir()
+    out = tmp_path / "existing" / "new" / "out"
+    result = run("export", CIFAR, "--batch", "1:2:4", "--out", out)
+    assert result.exit_code == 130, result.output
+    assert list((tmp_path / "existing").iterdir()) == []  # new/out gone, the folder that was there kept
+
+
+def test_export_computes_the_spec_hash_and_versions_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                         run: Callable[..., Result]) -> None:
+    """ONNX metadata and manifest share one spec_hash / library_versions() / tool_version() call."""
+    import onnx
+
+    import exporters.manifest
+    import exporters.pipeline
+    import xception_build.spec
+    from exporters.manifest import read_manifest
+
+    calls: Counter[str] = Counter()
+
+    def counted(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return function(*args, **kwargs)
+        return wrapper
+
+    monkeypatch.setattr(xception_build.spec, "spec_hash", counted("spec_hash", xception_build.spec.spec_hash))
+    monkeypatch.setattr(exporters.pipeline, "library_versions",
+                        counted("library_versions", exporters.pipeline.library_versions))
+    monkeypatch.setattr(exporters.manifest, "tool_version", counted("tool_version", exporters.manifest.tool_version))
+    result = run("export", CIFAR, "--batch", "1:2:4", "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert calls == {"spec_hash": 1, "library_versions": 1, "tool_version": 1}
+    manifest = read_manifest(tmp_path)
+    metadata = {p.key: p.value for p in onnx.load(tmp_path / "model.onnx").metadata_props}
+    assert metadata["xbuild.spec_hash"] == manifest.spec.hash
+    assert metadata["xbuild.version"] == manifest.tool["version"] == manifest.versions["xception-build"]
+
+
+def test_bench_entry_point_is_bench_cli_itself() -> None:
+    """`bench` is loaded straight from exporters.bench_cli; exporters.cli keeps no fallback copy of it."""
+    import exporters.cli
+
+    assert 'bench = "exporters.bench_cli:bench_command"' in (ROOT / "pyproject.toml").read_text().splitlines()
+    assert not hasattr(exporters.cli, "bench_command")
 
 
 def test_export_and_verify_load_without_bench_cli() -> None:
-    """A missing or broken exporters/bench_cli.py costs `bench` only, with a clean exit 3."""
+    """A missing or broken exporters/bench_cli.py costs `bench` only, with a clean exit 3 from the group."""
     code = """
 import sys
 sys.modules["exporters.bench_cli"] = None  # makes the import fail like a missing file
 from click.testing import CliRunner
-from exporters.cli import bench_command, export_command, verify_command
-from xception_build.cli import XBuildGroup
-group = XBuildGroup(commands={"bench": bench_command, "export": export_command, "verify": verify_command})
-result = CliRunner().invoke(group, ["bench"])
-print(result.exit_code, result.output)
+from xception_build.cli import main
+runner = CliRunner()
+bench, export, verify = (runner.invoke(main, args) for args in (["bench"], ["export", "--help"],
+                                                                 ["verify", "--help"]))
+print(bench.exit_code, export.exit_code, verify.exit_code)
+print(bench.output)
 """
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert done.stdout.startswith("3 error: xbuild bench could not be loaded"), done.stdout + done.stderr
+    codes, _, output = done.stdout.partition("\n")
+    assert codes == "3 0 0", done.stdout + done.stderr
+    assert output.startswith("error: ") and "bench" in output and "Traceback" not in output

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import Result
@@ -19,13 +21,14 @@ def test_manifest_records_artifacts_spec_versions_and_verification(cifar_export:
     assert manifest.format_version == FORMAT_VERSION
     assert {a.path for a in manifest.artifacts} == {"model.onnx", "weights.safetensors", "spec.resolved.yaml"}
     assert all(len(a.sha256) == 64 and a.bytes > 0 for a in manifest.artifacts)
-    assert len(manifest.spec["hash"]) == 64 and manifest.spec["resolved"]["name"] == "xception_cifar"
+    assert len(manifest.spec.hash) == 64 and manifest.spec.resolved["name"] == "xception_cifar"
     assert {"python", "torch", "onnx", "onnxruntime", "xception-build"} <= set(manifest.versions)
     assert manifest.export["batch_profile"] == "1:2:4" and manifest.export["opset"] == 18
+    assert manifest.model.input_size == [3, 32, 32]
     verification = manifest.verification
-    assert verification["passed"] and verification["batches"] == [1, 2, 4]
-    assert {"fp32", "fp16"} <= set(verification["tolerances"])
-    assert {r["batch"] for r in verification["results"]} == {1, 2, 4}
+    assert verification.passed and verification.batches == [1, 2, 4]
+    assert {"fp32", "fp16"} <= set(verification.tolerances)
+    assert {r["batch"] for r in verification.results} == {1, 2, 4}
     assert all(c.passed for c in check_artifacts(cifar_export, manifest))
 
 
@@ -115,3 +118,77 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path: Path,
         atomic_write(target, b"new contents")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["manifest.json"]  # no temp file left behind
+
+
+def _set(section: str, key: str, value: object) -> Callable[[dict[str, Any]], None]:
+    return lambda data: data[section].__setitem__(key, value)
+
+
+def _drop(section: str, key: str) -> Callable[[dict[str, Any]], None]:
+    return lambda data: data[section].pop(key)
+
+
+def _tolerance(field: str, value: object) -> Callable[[dict[str, Any]], None]:
+    return lambda data: data["verification"]["tolerances"]["fp32"].__setitem__(field, value)
+
+
+@pytest.mark.parametrize(("edit", "field"), [
+    (_drop("spec", "hash"), "spec.hash"),
+    (lambda data: data.__setitem__("spec", "abc"), "spec"),
+    (_drop("model", "input_size"), "model.input_size"),
+    (_set("model", "input_size", [3, 0, 32]), "model.input_size.1"),
+    (_set("model", "input_size", [3, 64, 64]), "model.input_size"),  # not what the spec's model takes
+    (_drop("verification", "tolerances"), "verification.tolerances"),
+    (_drop("verification", "batches"), "verification.batches"),
+    (_set("verification", "batches", [0, 2]), "verification.batches.0"),
+    (_set("verification", "batches", []), "verification.batches"),
+    (_set("verification", "seed", -1), "verification.seed"),
+    (_set("verification", "seed", "abc"), "verification.seed"),
+    (_drop("verification", "seed"), None),  # optional: seed 0, as before
+    (lambda data: data["verification"]["tolerances"]["fp32"].pop("atol"), "verification.tolerances.fp32.atol"),
+    (_tolerance("atol", "tight"), "verification.tolerances.fp32.atol"),
+    (_tolerance("rtol", float("nan")), "verification.tolerances"),
+    (_tolerance("min_cosine", -1), "verification.tolerances"),
+    (lambda data: data["verification"]["tolerances"].__setitem__("fp32", 3), "verification.tolerances.fp32"),
+    (lambda data: data["verification"]["tolerances"].pop("fp32"), "verification.tolerances"),  # model.onnx is fp32
+])
+def test_malformed_manifest_section_is_one_clean_user_error(export_copy: Path, run: Callable[..., Result],
+                                                            edit: Callable[[dict[str, Any]], None],
+                                                            field: str | None) -> None:
+    path = export_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    result = run("verify", export_copy)
+    assert "Traceback" not in result.output
+    if field is None:
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 2, result.output
+    assert f"error: {path}: malformed manifest at {field}:" in result.output
+
+
+def test_install_removes_only_plain_stale_files(cifar_export: Path, tmp_path: Path) -> None:
+    """Old manifest entries that are not plain file names in the folder ("", ".", "..", paths,
+    folders) are never unlinked; a stale plain file is."""
+    from exporters.manifest import write_manifest
+    from exporters.pipeline import _install
+
+    manifest = read_manifest(cifar_export)
+    out, staging = tmp_path / "out", tmp_path / "staging"
+    out.mkdir()
+    staging.mkdir()
+    (out / "stale.bin").write_bytes(b"from the previous export")
+    (out / "a_folder").mkdir()
+    (tmp_path / "outside.txt").write_text("not ours")
+    weird = ["", ".", "..", "a_folder", "../outside.txt", "sub/x", "stale.bin"]
+    previous = [*manifest.artifacts, *(manifest.artifacts[0].model_copy(update={"path": p}) for p in weird)]
+    write_manifest(out, manifest.model_copy(update={"artifacts": previous}))
+    for art in manifest.artifacts:
+        shutil.copyfile(cifar_export / art.path, staging / art.path)
+
+    _install(staging, out, [a.path for a in manifest.artifacts], manifest)
+    assert not (out / "stale.bin").exists()
+    assert (out / "a_folder").is_dir() and (tmp_path / "outside.txt").read_text() == "not ours"
+    assert read_manifest(out) == manifest
+    assert all(c.passed for c in check_artifacts(out, manifest))

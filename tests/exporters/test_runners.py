@@ -100,3 +100,21 @@ def test_torch_runner_is_the_model_in_eval_mode() -> None:
         expected = model.eval()(torch.from_numpy(feeds["input"])).numpy()
     np.testing.assert_array_equal(runner.infer(feeds)["logits"], expected)
     assert not model.training
+
+
+def test_onnxruntime_output_names_are_read_once_not_per_call(cifar_export: Path) -> None:
+    runner = OnnxRuntimeRunner(cifar_export / "model.onnx")
+    session, reads = runner.session, []
+
+    class CountingSession:
+        def __getattr__(self, name: str) -> object:
+            return getattr(session, name)
+
+        def get_outputs(self) -> object:
+            reads.append(1)
+            return session.get_outputs()
+
+    runner.session = CountingSession()
+    for batch in (1, 2):
+        assert runner.infer(_input(batch))["logits"].shape == (batch, 10)
+    assert reads == []  # read once, in __init__

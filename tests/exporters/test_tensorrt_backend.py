@@ -144,3 +144,62 @@ def test_engine_builds_runs_and_matches_pytorch(trt_ready: None, cifar_export: P
         assert report.passed, report.outputs[0].failures
     with pytest.raises(UserError, match="outside the batch profile 1:2:4"):
         runner.infer({"input": np.zeros((5, 3, 32, 32), dtype=np.float32)})
+
+
+def test_runner_works_out_output_buffer_dtypes_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The torch dtype of each output buffer is found in __init__, not rebuilt on every (timed) call.
+
+    A fake ``tensorrt`` module stands in for the real one, so this runs without TensorRT or a GPU.
+    """
+    import types
+
+    import torch
+
+    from exporters import tensorrt_backend
+
+    class Engine:
+        num_io_tensors = 2
+        names = ("input", "logits")
+        shapes = {"input": (-1, 3, 32, 32), "logits": (-1, 10)}
+        dtypes = {"input": np.float32, "logits": np.float16}
+
+        def get_tensor_name(self, index: int) -> str:
+            return self.names[index]
+
+        def get_tensor_dtype(self, name: str) -> type:
+            return self.dtypes[name]
+
+        def get_tensor_mode(self, name: str) -> str:
+            return "input" if name == "input" else "output"
+
+        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
+            return self.shapes[name]
+
+        def get_tensor_profile_shape(self, name: str, index: int) -> tuple[tuple[int, ...], ...]:
+            return (1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32)
+
+        def create_execution_context(self) -> object:
+            return object()
+
+    class Logger:
+        WARNING = 0
+
+        def __init__(self, level: int) -> None:
+            pass
+
+    class Runtime:
+        def __init__(self, logger: Logger) -> None:
+            pass
+
+        def deserialize_cuda_engine(self, data: bytes) -> Engine:
+            return Engine()
+
+    fake = types.SimpleNamespace(Logger=Logger, Runtime=Runtime, nptype=lambda dtype: dtype,
+                                 TensorIOMode=types.SimpleNamespace(INPUT="input"))
+    monkeypatch.setitem(sys.modules, "tensorrt", fake)
+    monkeypatch.setattr(tensorrt_backend, "require_tensorrt", lambda: None)
+    plan = tmp_path / "model.plan"
+    plan.write_bytes(b"plan")
+    runner = tensorrt_backend.TensorRTRunner(plan)
+    assert str(runner.profile) == "1:2:4" and runner.inputs[0].dtype == "float32"
+    assert runner._outputs == [("logits", torch.float16)]  # ready for torch.empty(..., dtype=...)
