@@ -10,9 +10,9 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from exporters.manifest import atomic_write
 from exporters.verify import VerificationResult
 from xception_build.errors import UserError
+from xception_build.files import atomic_write
 
 
 def junit_xml(result: VerificationResult, name: str = "xbuild verify") -> bytes:

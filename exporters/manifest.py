@@ -12,9 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import platform
-import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, 
 
 from exporters.compare import Tolerance
 from xception_build.errors import UserError
+from xception_build.files import atomic_write
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -126,26 +125,6 @@ def describe(directory: Path, name: str, kind: str, precision: str | None = None
     path = directory / name
     return Artifact(path=name, kind=kind, sha256=sha256_file(path), bytes=path.stat().st_size,
                     precision=precision)
-
-
-def atomic_write(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temp file next to ``path``, fsync it, then ``os.replace`` it into place.
-
-    A crash leaves either the old file or the new one, never a truncated one.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    # os.open with 0o666 lets the umask decide the mode, as for any other file the user writes
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_manifest(directory: str | Path, manifest: Manifest) -> Path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from exporters.onnx_export import DEFAULT_OPSET, check_export_options, export_on
 from exporters.runners import INPUT_NAME, OUTPUT_NAME, BatchProfile, TorchRunner
 from exporters.verify import Target, VerificationResult, require_some_backend, run_checks
 from xception_build.errors import UserError
+from xception_build.files import remove_empty, staging_dir
 
 ONNX_NAME, ONNX_FP16_NAME = "model.onnx", "model.fp16.onnx"
 PLAN_NAME, TIMING_CACHE_NAME = "model.plan", "timing.cache"
@@ -129,7 +129,7 @@ def run_export(request: ExportRequest) -> ExportResult:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
         if not installed:
-            _remove_empty(created)
+            remove_empty(created)
     result.raise_if_failed()
     return ExportResult(request.out, manifest, result)
 
@@ -153,35 +153,10 @@ def _tolerances(request: ExportRequest) -> dict[str, Tolerance]:
     return tolerances
 
 
-def _missing_folders(out: Path) -> list[Path]:
-    """``out`` and those of its parents that do not exist yet, deepest first: what mkdir will create."""
-    missing = []
-    for folder in (out, *out.parents):
-        if folder.exists() or folder.is_symlink():
-            break
-        missing.append(folder)
-    return missing
-
-
-def _remove_empty(folders: Sequence[Path]) -> None:
-    """Undo the mkdir of a failed export, so a folder that did not exist still does not."""
-    for folder in folders:
-        try:
-            folder.rmdir()  # only ever an empty folder
-        except OSError:
-            return
-
-
 def _staging_dir(out: Path) -> tuple[Path, list[Path]]:
-    """A fresh temporary folder in ``out``, and the folders created for it (see :func:`_missing_folders`)."""
-    created = _missing_folders(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=".xbuild-export-", dir=out)), created
-    except BaseException as exc:
-        _remove_empty(created)
-        if not isinstance(exc, OSError):
-            raise
+        return staging_dir(out, ".xbuild-export-")
+    except OSError as exc:
         raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc})",
                         hint="choose a folder you can write to") from exc
 

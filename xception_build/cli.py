@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import click
 
 from .errors import BackendUnavailable, UserError, XBuildError
+from .files import remove_empty, staging_dir
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -100,13 +100,13 @@ set_option = click.option(
 
 
 def _write_outputs(out_dir: Path, files: dict[str, bytes | Any]) -> None:
-    """Write into a temporary folder beside ``out_dir``, then move each file in by rename, so an
-    interrupted run never leaves a half-written file in ``out_dir``."""
+    """Write into a temporary folder inside ``out_dir``, then move each file in by rename, so an
+    interrupted run never leaves a half-written file in ``out_dir`` (``xception_build.files``)."""
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".xbuild-", dir=out_dir))
+        staging, created = staging_dir(out_dir, ".xbuild-")
     except OSError as exc:
         raise UserError(f"cannot write to the output folder: {exc.strerror or exc}", hint=f"--out {out_dir}") from exc
+    installed = False
     try:
         for name, content in files.items():
             target = staging / name
@@ -116,10 +116,13 @@ def _write_outputs(out_dir: Path, files: dict[str, bytes | Any]) -> None:
                 target.write_bytes(content)
         for name in files:
             os.replace(staging / name, out_dir / name)
+        installed = True
     except OSError as exc:
         raise UserError(f"cannot write to the output folder: {exc.strerror or exc}", hint=f"--out {out_dir}") from exc
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        if not installed:
+            remove_empty(created)
 
 
 @main.command("compile", epilog="""\b

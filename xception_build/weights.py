@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, Location
+from .files import atomic_write
 from .model import XceptionNet
 
 StateDict = dict[str, torch.Tensor]
@@ -85,29 +86,16 @@ def _unwrap_state_dict(loaded: object, where: Location) -> StateDict:
 
 
 def save_weights(model: nn.Module, path: str | os.PathLike[str], metadata: dict[str, str] | None = None) -> None:
-    """Write the model's state dict as safetensors (atomically: temp file, then rename).
+    """Write the model's state dict as safetensors, atomically (``xception_build.files``).
 
     Raises ``OSError`` when the file cannot be written."""
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    file = Path(path)
-    tmp = file.with_name(f".{file.name}.tmp-{os.getpid()}")
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     try:
-        try:
-            save_file(state, str(tmp), metadata=metadata)
-        except SafetensorError as exc:
-            # safetensors reports I/O failures (missing folder, full disk) as its own error type;
-            # callers handle file-system trouble as OSError, so hand it over as one.
-            raise OSError(f"cannot write {file}: {exc}") from exc
-        # safetensors creates its file private (0600); give it the permissions of any new file.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, file)
-    finally:
-        tmp.unlink(missing_ok=True)
+        atomic_write(path, save(state, metadata=metadata))
+    except OSError as exc:  # keep errno (callers tell a full disk from a bug by it), name the file
+        raise OSError(exc.errno, f"cannot write {path}: {exc.strerror}") from exc
 
 
 # -- fitting a state dict to the model -----------------------------------------------------

@@ -113,3 +113,17 @@ def test_help_has_an_example(command: str) -> None:
 def test_top_level_help_lists_exit_codes() -> None:
     code, out, _ = run("--help")
     assert code == 0 and "Exit codes" in out and "compile" in out
+
+
+def test_a_failed_compile_out_leaves_no_new_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import xception_build.weights
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(xception_build.weights, "save_weights", disk_full)
+    code, _, err = run("compile", str(SPECS / "xception_cifar.yaml"), "--out", str(tmp_path / "new" / "out"))
+    assert code == 2 and "No space left on device" in err
+    assert list(tmp_path.iterdir()) == []

@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from exporters.manifest import FORMAT_VERSION, atomic_write, check_artifacts, read_manifest
+from exporters.manifest import FORMAT_VERSION, check_artifacts, read_manifest
 from xception_build.errors import UserError
+from xception_build.files import atomic_write
 
 
 def test_manifest_records_artifacts_spec_versions_and_verification(cifar_export: Path) -> None:
