@@ -17,10 +17,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import os
-import platform
 import shutil
-import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,33 +26,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from exporters.onnx_export import export_onnx, serialize
+from exporters.bench.timing import describe_environment, environment, measure_interleaved
+from exporters.contract import BatchProfile
+from exporters.onnx.export import export_onnx, serialize
+from exporters.onnx.runtime import session_options
 from exporters.pipeline import ExportRequest, run_export
-from exporters.runners import BatchProfile, session_options
 from xception_build import build_model
-from xception_build.analysis import cpu_name
 
 
 def machine() -> str:
-    model = cpu_name() or platform.processor()
-    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return (f"nproc {os.cpu_count()}, {model}, load average {load}; torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), onnxruntime {__import__('onnxruntime').__version__}")
-
-
-def interleaved_ms(runs: dict[str, Callable[[], object]], repeats: int, warmup: int = 2) -> dict[str, float]:
-    """Median latency of each callable, measured round-robin so that load from other processes
-    on a shared machine falls on every contender alike."""
-    for fn in runs.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) * 1e3 for name, values in times.items()}
+    return describe_environment(environment(torch.device("cpu"), "onnx_export_speed"))
 
 
 def ort_run(path: Path, tuned: bool, x: np.ndarray) -> Callable[[], object]:
@@ -81,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {machine()}")
     model = build_model(args.spec).eval()
-    size = tuple(model.pretrained_cfg["input_size"])
+    size = model.plan.input_shape.as_tuple()
     work = Path(tempfile.mkdtemp(prefix="xbuild-bench-"))
     ours = work / "ours.onnx"
 
@@ -110,8 +90,9 @@ def main() -> None:
         plain_path = work / f"plain{batch}.onnx"
         runs = {"ours": ort_run(ours, True, x), "plain": ort_run(plain_path, False, x),
                 "plain tuned": ort_run(plain_path, True, x), "eager": eager}
-        medians = interleaved_ms(runs, args.repeats if batch == 1 else max(3, args.repeats // 2))
-        print(f"| {batch} | " + " | ".join(f"{medians[name]:.0f} ms" for name in runs) + " |")
+        timings = measure_interleaved(runs, lambda: None, warmup=2,
+                                      reps=args.repeats if batch == 1 else max(3, args.repeats // 2))
+        print(f"| {batch} | " + " | ".join(f"{1e3 * timings[name].p50:.0f} ms" for name in runs) + " |")
     print(f"\nmachine after: {machine()}")
     shutil.rmtree(work, ignore_errors=True)
 

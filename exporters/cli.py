@@ -2,32 +2,32 @@
 
 The ``main`` group in ``xception_build.cli`` finds these through the ``xbuild.commands`` entry
 points and turns every ``XBuildError`` into ``error: ...`` and its exit code, so the commands
-only raise. ``bench`` is ``exporters.bench_cli:bench_command``, its own entry point, so a broken
+only raise. ``bench`` is ``exporters.bench.cli:bench_command``, its own entry point, so a broken
 bench install costs that command only (the group reports it as unavailable, exit 3).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
-from xception_build.cli import EXIT_CODES_HELP, set_option
+from exporters.contract import BackendName, BatchProfile, BatchSelection, Precision
+from exporters.options import backend_option, batch_option, tolerance_options
+from xception_build.cli import EXIT_CODES_HELP, json_option, set_option
 from xception_build.errors import UserError
-
-atol_option = click.option(
-    "--atol", type=float, help="Absolute tolerance of the checked precision (default: fp32 1e-4, fp16 1e-2).")
-rtol_option = click.option(
-    "--rtol", type=float, help="Relative tolerance of the checked precision (default: fp32 1e-3, fp16 1e-2).")
+from xception_build.files import check_output_file
 
 
-@click.command("export", epilog=f"""\b
+@click.command("export", short_help="Export a spec to ONNX and/or TensorRT, verified against PyTorch.",
+               epilog=f"""\b
 Examples:
-  xbuild export specs/xception.yaml --onnx --out build/
+  xbuild export specs/xception.yaml --out build/
   xbuild export specs/xception_cifar.yaml --weights cifar.safetensors --batch 1:32:64 --out build/cifar
-  xbuild export specs/xception.yaml --trt --precision fp16 --batch 1:8:32 --out build/trt
+  xbuild export specs/xception.yaml --onnx --trt --precision fp16 --batch 1:8:32 --out build/trt
 
 {EXIT_CODES_HELP}""")
 @click.argument("spec", type=click.Path(path_type=Path))
@@ -35,55 +35,66 @@ Examples:
               help="Weights (.safetensors or torch state dict, ours or timm's); default: seeded init.")
 @set_option
 @click.option("--onnx", "want_onnx", is_flag=True,
-              help="Accepted for clarity and has no effect: model.onnx is always written (--trt builds from it).")
-@click.option("--trt", "want_trt", is_flag=True, help="Also build a TensorRT engine, model.plan.")
+              help="Write the ONNX artifact(s): model.onnx (and model.fp16.onnx with --precision fp16). "
+                   "The default when neither --onnx nor --trt is given.")
+@click.option("--trt", "want_trt", is_flag=True,
+              help="Build a TensorRT engine, model.plan, from the exported ONNX. Without --onnx the ONNX is "
+                   "an intermediate and not kept.")
 @click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="fp16 also writes model.fp16.onnx and builds an FP16 engine with --trt.")
-@click.option("--batch", metavar="MIN:OPT:MAX", help="Batch profile, or N for one size.  [default: 1:8:16]")
+@batch_option("Batch profile of the artifacts; verification runs MIN, OPT and MAX.  [default: 1:8:16]")
 @click.option("--static-batch", is_flag=True, help="Fix the batch size in the graph (--batch N; default 1).")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18 or newer).")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
               help="Output folder; its previous export is replaced only once the new one is complete.")
 @click.option("--workspace-gib", type=float, default=4.0, show_default=True, help="TensorRT workspace limit.")
-@atol_option
-@rtol_option
+@tolerance_options
+@json_option
 def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], want_onnx: bool,
-                   want_trt: bool, precision: str, batch: str | None, static_batch: bool, opset: int,
-                   out: Path, workspace_gib: float, atol: float | None, rtol: float | None) -> None:
-    """Export SPEC to ONNX (and TensorRT), verify it against PyTorch, write a manifest.
+                   want_trt: bool, precision: Precision, batch: BatchSelection | None, static_batch: bool,
+                   opset: int, out: Path, workspace_gib: float, atol: float | None, rtol: float | None,
+                   as_json: bool) -> None:
+    """Export SPEC to ONNX and/or TensorRT, verify it against PyTorch, write a manifest.
 
-    Writes OUT/model.onnx, OUT/spec.resolved.yaml, OUT/weights.safetensors (the reference the
-    artifacts were verified against) and OUT/manifest.json; with --trt also model.plan and
-    model.plan.json. The same seeded inputs at the batch profile's MIN, OPT and MAX go through
-    PyTorch and every backend here; the verification table is printed.
+    Writes OUT/model.onnx (with --onnx, the default), OUT/model.plan and model.plan.json (with
+    --trt), OUT/spec.resolved.yaml, OUT/weights.safetensors (the reference the artifacts were
+    verified against) and OUT/manifest.json. The same seeded inputs at the batch profile's MIN, OPT
+    and MAX go through PyTorch and every backend here; the verification table is printed.
     """
-    from exporters.pipeline import DEFAULT_PROFILE, ExportRequest, run_export
-    from exporters.runners import BatchProfile
+    from exporters.pipeline import DEFAULT_PROFILE, ExportFormat, ExportRequest, check_request, run_export
+    from exporters.verify.checks import ChecksFailed
 
-    profile = BatchProfile.parse(batch) if batch is not None else (
-        BatchProfile(1, 1, 1) if static_batch else DEFAULT_PROFILE)
+    profile = batch.profile if batch is not None else (BatchProfile(1, 1, 1) if static_batch else DEFAULT_PROFILE)
     if not (math.isfinite(workspace_gib) and workspace_gib > 0):
         raise UserError(f"--workspace-gib {workspace_gib}: must be a finite number > 0")
-    request = ExportRequest(spec=spec, out=out, weights=weights, overrides=tuple(overrides), trt=want_trt,
-                            precision=precision, profile=profile, static_batch=static_batch, opset=opset,
-                            atol=atol, rtol=rtol, workspace_bytes=int(workspace_gib * (1 << 30)))
-    from exporters.verify import ChecksFailed
-
+    formats: set[ExportFormat] = set()
+    if want_onnx or not want_trt:
+        formats.add("onnx")
+    if want_trt:
+        formats.add("tensorrt")
+    request = ExportRequest(spec=spec, out=out, weights=weights, overrides=tuple(overrides),
+                            formats=frozenset(formats), precision=precision, profile=profile,
+                            static_batch=static_batch, opset=opset, atol=atol, rtol=rtol,
+                            workspace_bytes=int(workspace_gib * (1 << 30)))
+    check_request(request)  # TensorRT present, --out usable: before "exporting" is said
     click.echo(f"exporting {spec} to {out}/ (batch profile {profile}) ...", err=True)
     try:
         result = run_export(request)
     except ChecksFailed as exc:  # print the whole table; the group prints the failures and exits 1
         click.echo(exc.result.report())
         raise
+    if as_json:
+        click.echo(result.manifest.model_dump_json(indent=2))
+        return
     click.echo(result.verification.report())
     files = ", ".join(a.path for a in result.manifest.artifacts)
     click.echo(f"\nexported {spec} -> {out}/ ({files}, manifest.json): verification passed")
 
 
-@click.command("verify", epilog=f"""\b
+@click.command("verify", short_help="Re-check an export folder, or an .onnx against a spec.", epilog=f"""\b
 Examples:
   xbuild verify build/
-  xbuild verify build/ --junit reports/verify.xml
+  xbuild verify build/ --backend onnxruntime-cpu --junit reports/verify.xml
   xbuild verify --onnx other/model.onnx --spec specs/xception.yaml --weights xception.safetensors
 
 {EXIT_CODES_HELP}""")
@@ -94,33 +105,34 @@ Examples:
 @click.option("--spec", type=click.Path(path_type=Path), help="Spec the --onnx file should implement.")
 @click.option("--weights", type=click.Path(path_type=Path), help="Weights for --spec (default: seeded init).")
 @set_option
-@click.option("--batch", metavar="MIN:OPT:MAX", help="Batch sizes for --onnx (default: its own profile).")
-@click.option("--backend", "backends", multiple=True,
-              type=click.Choice(["onnxruntime-cpu", "onnxruntime-cuda", "tensorrt"]),
-              help="Run only these backends (repeatable; default: every one this machine has).")
-@atol_option
-@rtol_option
+@batch_option("Batch sizes for --onnx (default: the file's own profile).")
+@backend_option("Run only these backends (default: every one this machine has).")
+@tolerance_options
+@json_option
 def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path | None, spec: Path | None,
-                   weights: Path | None, overrides: Sequence[str], batch: str | None, backends: Sequence[str],
-                   atol: float | None, rtol: float | None) -> None:
+                   weights: Path | None, overrides: Sequence[str], batch: BatchSelection | None,
+                   backends: tuple[BackendName, ...], atol: float | None, rtol: float | None,
+                   as_json: bool) -> None:
     """Re-check an export folder (DIRECTORY) or a user-brought --onnx file.
 
-    For a folder: re-hash every artifact in its manifest.json (an edited, truncated, swapped or
-    missing file is named as such), rebuild the PyTorch model from spec.resolved.yaml and
-    weights.safetensors, and re-run the numeric checks on every backend this machine has; the
-    ones it cannot run are listed with the reason. With --onnx: check that file against --spec
-    and --weights, and on failure name the weights that differ.
+    For a folder: re-hash every artifact in its manifest.json (an edited, swapped or missing file
+    is named as such), rebuild the PyTorch model from spec.resolved.yaml and weights.safetensors,
+    and re-run the numeric checks on every backend this machine has; the ones it cannot run are
+    listed with the reason. With --onnx: check that file against --spec and --weights, and on
+    failure name the weights that differ.
     """
-    from exporters.runners import BatchProfile
-    from exporters.verify import verify_directory, verify_onnx_file
+    from exporters.verify.directory import verify_directory
+    from exporters.verify.onnx_file import verify_onnx_file
 
     if (directory is None) == (onnx_file is None):
         raise UserError("give an export folder DIRECTORY, or --onnx FILE with --spec SPEC (not both)")
+    if junit is not None:
+        check_output_file(junit, "--junit")
     if onnx_file is not None:
         if spec is None:
             raise UserError("--onnx needs --spec SPEC (and usually --weights FILE) to compare against")
-        batches = BatchProfile.parse(batch).check_batches() if batch is not None else None
-        result = verify_onnx_file(onnx_file, spec, weights, overrides=overrides, batches=batches,
+        result = verify_onnx_file(onnx_file, spec, weights, overrides=overrides,
+                                  batches=batch.sizes if batch is not None else None,
                                   atol=atol, rtol=rtol, backends=backends or None)
     else:
         if spec or weights or overrides or batch or atol is not None or rtol is not None:
@@ -128,13 +140,17 @@ def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path |
                             "a folder is verified with the settings in its manifest")
         assert directory is not None
         result = verify_directory(directory, backends=backends or None)
-    click.echo(result.report())
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.report())
     if junit is not None:
-        from exporters.junit import write_junit
+        from exporters.verify.junit import write_junit
 
         write_junit(result, junit, name=str(onnx_file or directory))
     result.raise_if_failed()
-    click.echo("verification passed")
+    if not as_json:
+        click.echo("verification passed")
 
 
 __all__ = ["export_command", "verify_command"]

@@ -9,7 +9,6 @@ it knows stops with a clean error instead of misreading fields.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import platform
@@ -19,9 +18,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, field_validator
 
-from exporters.compare import Tolerance
+from exporters.contract import ArtifactKind, Precision
+from exporters.verify.compare import Tolerance
 from xception_build.errors import UserError
-from xception_build.files import atomic_write
+from xception_build.files import atomic_write, sha256_file
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -33,10 +33,10 @@ class Artifact(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     path: str
-    kind: str  # onnx | tensorrt-plan | tensorrt-sidecar | weights | spec
+    kind: ArtifactKind
     sha256: str
     bytes: int
-    precision: str | None = None
+    precision: Precision | None = None
 
 
 class _Section(BaseModel):
@@ -57,18 +57,26 @@ class SpecInfo(_Section):
     resolved: dict[str, Any] = Field(default_factory=dict)  # the resolved spec as data
 
 
+class TensorInfo(_Section):
+    """An artifact's input or output: name, shape (``"N"`` for a dynamic batch) and dtype."""
+
+    name: str
+    shape: list[int | str]
+    dtype: str
+
+
 class ModelInfo(_Section):
     """``model``: input/output names and shapes, preprocessing, params."""
 
-    input: Any = None
-    output: Any = None
+    input: TensorInfo | None = None
+    output: TensorInfo | None = None
     input_size: list[PositiveInt] = Field(min_length=1)  # (C, H, W): what the reference is fed
-    mean: Any = None
-    std: Any = None
-    interpolation: Any = None
-    crop_pct: Any = None
-    num_classes: Any = None
-    params: Any = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+    interpolation: str | None = None
+    crop_pct: float | None = None
+    num_classes: int | None = None
+    params: int | None = None
 
 
 class VerificationInfo(_Section):
@@ -77,7 +85,7 @@ class VerificationInfo(_Section):
     reference: Any = None
     seed: NonNegativeInt = 0
     batches: list[PositiveInt] = Field(min_length=1)
-    tolerances: dict[str, Tolerance]  # by precision: fp32, fp16
+    tolerances: dict[Precision, Tolerance]
     passed: Any = None
     results: Any = None
     not_run: Any = None
@@ -106,22 +114,14 @@ class Manifest(BaseModel):
     artifacts: list[Artifact]
     verification: VerificationInfo  # seed, batches, tolerances, results, skipped backends
 
-    def artifact(self, kind: str, precision: str | None = None) -> Artifact | None:
+    def artifact(self, kind: ArtifactKind, precision: Precision | None = None) -> Artifact | None:
         for art in self.artifacts:
             if art.kind == kind and (precision is None or art.precision == precision):
                 return art
         return None
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def describe(directory: Path, name: str, kind: str, precision: str | None = None) -> Artifact:
+def describe(directory: Path, name: str, kind: ArtifactKind, precision: Precision | None = None) -> Artifact:
     path = directory / name
     return Artifact(path=name, kind=kind, sha256=sha256_file(path), bytes=path.stat().st_size,
                     precision=precision)
@@ -136,8 +136,10 @@ def write_manifest(directory: str | Path, manifest: Manifest) -> Path:
 def read_manifest(directory: str | Path) -> Manifest:
     """Load and validate ``DIR/manifest.json``; every problem is one clean :class:`UserError`."""
     path = Path(directory) / MANIFEST_NAME
+    if Path(directory).exists() and not Path(directory).is_dir():
+        raise UserError(f"{directory}: is a file, expected an export folder (give --onnx FILE for an .onnx)")
     if not Path(directory).is_dir():
-        raise UserError(f"{directory}: no such export directory")
+        raise UserError(f"{directory}: no such export folder")
     if not path.is_file():
         raise UserError(f"{path}: missing; {directory} is not a complete export",
                         hint="run `xbuild export SPEC --out DIR` (an interrupted export writes no manifest)")

@@ -1,5 +1,9 @@
 """``xbuild export`` as a library call: spec (+ weights) -> verified artifacts + manifest in DIR.
 
+The formats are the user's choice: the ONNX file (``onnx``), a TensorRT plan (``tensorrt``), or
+both. A plan is always built from the exported ONNX; without ``onnx`` that file is an intermediate
+that is not installed (the plan's sidecar records its sha256).
+
 The output folder is never left half-written. Everything is written into a temporary folder
 inside DIR and verified there; only then are the files renamed into place (same filesystem, so
 each rename is atomic), the old manifest having been removed first and the new one written last.
@@ -10,15 +14,22 @@ manifest, which ``xbuild verify`` reports as an incomplete export rather than tr
 
 from __future__ import annotations
 
-import errno
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from exporters.compare import DEFAULT_TOLERANCES, Tolerance, tolerance_for
+from exporters.contract import (
+    INPUT_NAME,
+    META_PRECISION,
+    META_SPEC_HASH,
+    META_SPEC_NAME,
+    OUTPUT_NAME,
+    BatchProfile,
+    Precision,
+    model_kind,
+)
 from exporters.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -26,24 +37,30 @@ from exporters.manifest import (
     Manifest,
     ModelInfo,
     SpecInfo,
+    TensorInfo,
     VerificationInfo,
     describe,
     library_versions,
     read_manifest,
     write_manifest,
 )
-from exporters.onnx_export import DEFAULT_OPSET, check_export_options, export_onnx, serialize, to_fp16
-from exporters.runners import INPUT_NAME, OUTPUT_NAME, BatchProfile, TorchRunner
-from exporters.verify import Target, VerificationResult, require_some_backend, run_checks
+from exporters.onnx.export import DEFAULT_OPSET, check_export_options, export_onnx, serialize, to_fp16
+from exporters.runner import TorchRunner
+from exporters.verify.checks import Target, VerificationResult, require_some_backend, run_checks
+from exporters.verify.compare import DEFAULT_TOLERANCES, Tolerance, tolerance_for
+from exporters.verify.reference import reference_model
 from xception_build.errors import UserError
-from xception_build.files import remove_empty, staging_dir
+from xception_build.files import Staging, check_output_folder, staged_output
+from xception_build.model import XceptionNet
+from xception_build.spec import Spec, dump_resolved_yaml, load_spec, resolved_data, spec_hash
+from xception_build.weights import save_weights
 
 ONNX_NAME, ONNX_FP16_NAME = "model.onnx", "model.fp16.onnx"
 PLAN_NAME, TIMING_CACHE_NAME = "model.plan", "timing.cache"
 WEIGHTS_NAME, SPEC_NAME = "weights.safetensors", "spec.resolved.yaml"
 DEFAULT_PROFILE = BatchProfile(1, 8, 16)
-#: errors that mean "this folder cannot take the export", not a bug
-_WRITE_ERRORS = {errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT}
+
+ExportFormat = Literal["onnx", "tensorrt"]
 
 
 @dataclass(frozen=True)
@@ -54,8 +71,8 @@ class ExportRequest:
     out: Path
     weights: Path | None = None
     overrides: tuple[str, ...] = ()
-    trt: bool = False
-    precision: str = "fp32"
+    formats: frozenset[ExportFormat] = frozenset({"onnx"})
+    precision: Precision = "fp32"
     profile: BatchProfile = DEFAULT_PROFILE
     static_batch: bool = False
     opset: int = DEFAULT_OPSET
@@ -66,7 +83,16 @@ class ExportRequest:
 
     def __post_init__(self) -> None:
         # Checked here, before the spec is loaded or --out touched: a bad option costs nothing.
+        if not self.formats:
+            raise UserError("nothing to export: choose --onnx, --trt or both")
         check_export_options(self.profile, static_batch=self.static_batch, opset=self.opset)
+        tolerance_for(self.precision, self.atol, self.rtol)
+        if self.workspace_bytes <= 0:
+            raise UserError(f"--workspace-gib {self.workspace_bytes / (1 << 30):g}: must be a finite number > 0")
+
+    @property
+    def trt(self) -> bool:
+        return "tensorrt" in self.formats
 
 
 @dataclass
@@ -74,64 +100,6 @@ class ExportResult:
     directory: Path
     manifest: Manifest
     verification: VerificationResult
-
-
-def run_export(request: ExportRequest) -> ExportResult:
-    """Export, verify and install; raises ``VerificationFailed`` (after installing) when a check fails."""
-    from exporters.reference_model import reference_model
-    from xception_build import load_spec
-    from xception_build.spec import dump_resolved_yaml, spec_hash
-    from xception_build.weights import save_weights
-
-    tolerances = _tolerances(request)
-    if request.trt:
-        from exporters.tensorrt_backend import require_tensorrt
-
-        require_tensorrt()  # before any work: exit 3 with the folder untouched
-    spec = load_spec(request.spec, request.overrides)
-    model = reference_model(spec, request.weights, request.seed)
-    input_size = tuple(int(d) for d in model.pretrained_cfg["input_size"])
-    provenance = _Provenance(spec_hash(spec), library_versions())
-    staging, created = _staging_dir(request.out)
-    installed = False
-    try:
-        onnx_proto = export_onnx(model, input_size, profile=request.profile,
-                                 static_batch=request.static_batch, opset=request.opset,
-                                 metadata=_onnx_metadata(model, spec, provenance),
-                                 producer_version=provenance.tool_version)
-        (staging / ONNX_NAME).write_bytes(serialize(onnx_proto))
-        artifacts = [describe(staging, ONNX_NAME, "onnx", "fp32")]
-        if request.precision == "fp16":
-            (staging / ONNX_FP16_NAME).write_bytes(serialize(to_fp16(onnx_proto)))
-            artifacts.append(describe(staging, ONNX_FP16_NAME, "onnx", "fp16"))
-        del onnx_proto
-        builder: dict[str, Any] | None = None
-        if request.trt:
-            builder = _build_plan(request, staging, input_size)
-            artifacts += [describe(staging, PLAN_NAME, "tensorrt-plan", request.precision),
-                          describe(staging, PLAN_NAME + ".json", "tensorrt-sidecar")]
-        save_weights(model, staging / WEIGHTS_NAME)
-        (staging / SPEC_NAME).write_text(dump_resolved_yaml(spec), encoding="utf-8")
-        artifacts += [describe(staging, WEIGHTS_NAME, "weights"), describe(staging, SPEC_NAME, "spec")]
-
-        targets = [Target(staging / a.path, a.kind, a.precision or "fp32") for a in artifacts
-                   if a.kind in ("onnx", "tensorrt-plan")]
-        result = run_checks(TorchRunner(model, input_size), targets, seed=request.seed,
-                            batches=request.profile.check_batches(), tolerances=tolerances)
-        require_some_backend(result)
-        manifest = _manifest(request, spec, model, artifacts, tolerances, result, builder, provenance)
-        installed = True  # from here on the folder is the new export (or, after a crash, an incomplete one)
-        _install(staging, request.out, [a.path for a in artifacts], manifest)
-    except OSError as exc:
-        if exc.errno not in _WRITE_ERRORS:
-            raise
-        raise UserError(f"--out {request.out}: writing the export failed ({exc.strerror})") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not installed:
-            remove_empty(created)
-    result.raise_if_failed()
-    return ExportResult(request.out, manifest, result)
 
 
 @dataclass(frozen=True)
@@ -146,56 +114,106 @@ class _Provenance:
         return self.versions["xception-build"]
 
 
-def _tolerances(request: ExportRequest) -> dict[str, Tolerance]:
+def check_request(request: ExportRequest) -> None:
+    """Everything about a request that can be refused before any work: options, TensorRT, --out."""
+    if request.trt:
+        from exporters.tensorrt.engine import require_tensorrt
+
+        require_tensorrt()  # exit 3 with the folder untouched
+    check_output_folder(request.out)
+
+
+def run_export(request: ExportRequest) -> ExportResult:
+    """Export, verify and install; raises ``VerificationFailed`` (after installing) when a check fails."""
+    check_request(request)
+    tolerances = _tolerances(request)
+    spec = load_spec(request.spec, request.overrides)
+    model = reference_model(spec, request.weights, request.seed)
+    input_size = model.plan.input_shape.as_tuple()
+    provenance = _Provenance(spec_hash(spec), library_versions())
+    with staged_output(request.out, ".xbuild-export-") as stage:
+        artifacts, builder = _write_artifacts(request, stage, spec, model, provenance)
+        targets = [Target(stage.path / a.path, kind, a.precision or "fp32") for a in artifacts
+                   if (kind := model_kind(a.kind)) is not None]
+        result = run_checks(TorchRunner(model, input_size), targets, seed=request.seed,
+                            batches=request.profile.check_batches(), tolerances=tolerances)
+        require_some_backend(result)
+        manifest = _manifest(request, spec, model, artifacts, tolerances, result, builder, provenance)
+        _install(stage, [a.path for a in artifacts], manifest)
+    result.raise_if_failed()
+    return ExportResult(request.out, manifest, result)
+
+
+def _write_artifacts(request: ExportRequest, stage: Staging, spec: Spec, model: XceptionNet,
+                     provenance: _Provenance) -> tuple[list[Artifact], dict[str, Any] | None]:
+    """Write every requested file into the staging folder; return the ones to install (described)."""
+    input_size = model.plan.input_shape.as_tuple()
+    onnx_proto = export_onnx(model, input_size, profile=request.profile, static_batch=request.static_batch,
+                             opset=request.opset, metadata=_onnx_metadata(model, spec, provenance),
+                             producer_version=provenance.tool_version)
+    (stage.path / ONNX_NAME).write_bytes(serialize(onnx_proto))
+    onnx_files: list[tuple[str, Precision]] = [(ONNX_NAME, "fp32")]
+    if request.precision == "fp16":
+        (stage.path / ONNX_FP16_NAME).write_bytes(serialize(to_fp16(onnx_proto)))
+        onnx_files.append((ONNX_FP16_NAME, "fp16"))
+    del onnx_proto
+    artifacts: list[Artifact] = []
+    if "onnx" in request.formats:
+        artifacts += [describe(stage.path, name, "onnx", precision) for name, precision in onnx_files]
+    builder: dict[str, Any] | None = None
+    if request.trt:
+        builder = _build_plan(request, stage, input_size)
+        artifacts += [describe(stage.path, PLAN_NAME, "tensorrt-plan", request.precision),
+                      describe(stage.path, PLAN_NAME + ".json", "tensorrt-sidecar")]
+    save_weights(model, stage.path / WEIGHTS_NAME)
+    (stage.path / SPEC_NAME).write_text(dump_resolved_yaml(spec), encoding="utf-8")
+    artifacts += [describe(stage.path, WEIGHTS_NAME, "weights"), describe(stage.path, SPEC_NAME, "spec")]
+    return artifacts, builder
+
+
+def _tolerances(request: ExportRequest) -> dict[Precision, Tolerance]:
     """Defaults per precision; --atol/--rtol override the precision that was asked for."""
     tolerances = dict(DEFAULT_TOLERANCES)
     tolerances[request.precision] = tolerance_for(request.precision, request.atol, request.rtol)
     return tolerances
 
 
-def _staging_dir(out: Path) -> tuple[Path, list[Path]]:
-    try:
-        return staging_dir(out, ".xbuild-export-")
-    except OSError as exc:
-        raise UserError(f"--out {out}: cannot write there ({exc.strerror or exc})",
-                        hint="choose a folder you can write to") from exc
+def _build_plan(request: ExportRequest, stage: Staging, input_size: tuple[int, int, int]) -> dict[str, Any]:
+    from exporters.tensorrt.engine import BuildSettings, build_engine, build_recipe, major_version
 
-
-def _build_plan(request: ExportRequest, staging: Path, input_size: tuple[int, ...]) -> dict[str, Any]:
-    from exporters.tensorrt_backend import BuildSettings, build_engine, major_version
-
-    source = ONNX_FP16_NAME if request.precision == "fp16" and major_version() >= 11 else ONNX_NAME
-    cache = staging / TIMING_CACHE_NAME
+    recipe = build_recipe(major_version(), request.precision)
+    source = ONNX_FP16_NAME if recipe.onnx_precision == "fp16" else ONNX_NAME
+    cache = stage.path / TIMING_CACHE_NAME
     if (request.out / TIMING_CACHE_NAME).is_file():
         shutil.copyfile(request.out / TIMING_CACHE_NAME, cache)  # reuse the last build's timings
     settings = BuildSettings(request.profile, input_size, request.precision, request.workspace_bytes)
-    return build_engine(staging / source, staging / PLAN_NAME, settings, timing_cache=cache)
+    return build_engine(stage.path / source, stage.path / PLAN_NAME, settings, timing_cache=cache)
 
 
-def _onnx_metadata(model: Any, spec: Any, provenance: _Provenance) -> dict[str, str]:
-    cfg = model.pretrained_cfg
+def _onnx_metadata(model: XceptionNet, spec: Spec, provenance: _Provenance) -> dict[str, str]:
+    plan, inputs = model.plan, spec.input
     versions = provenance.versions
     return {
-        "xbuild.spec_name": str(spec.name), "xbuild.spec_hash": provenance.spec_hash,
+        META_SPEC_NAME: spec.name, META_SPEC_HASH: provenance.spec_hash,
         "xbuild.version": versions["xception-build"], "xbuild.torch_version": versions.get("torch", ""),
         "xbuild.onnx_version": versions.get("onnx", ""),
         "xbuild.onnxscript_version": versions.get("onnxscript", ""),
-        "xbuild.input_size": ",".join(str(d) for d in cfg["input_size"]),
-        "xbuild.mean": ",".join(f"{v:g}" for v in cfg["mean"]),
-        "xbuild.std": ",".join(f"{v:g}" for v in cfg["std"]),
-        "xbuild.interpolation": str(cfg.get("interpolation", "")),
-        "xbuild.crop_pct": f"{cfg.get('crop_pct', 1.0):g}",
-        "xbuild.num_classes": str(cfg["num_classes"]), "xbuild.precision": "fp32",
+        "xbuild.input_size": ",".join(str(d) for d in plan.input_shape.as_tuple()),
+        "xbuild.mean": ",".join(f"{v:g}" for v in inputs.mean),
+        "xbuild.std": ",".join(f"{v:g}" for v in inputs.std),
+        "xbuild.interpolation": inputs.interpolation,
+        "xbuild.crop_pct": f"{inputs.crop_pct:g}",
+        "xbuild.num_classes": str(plan.head.num_classes), META_PRECISION: "fp32",
     }
 
 
-def _manifest(request: ExportRequest, spec: Any, model: Any, artifacts: Sequence[Artifact],
-              tolerances: dict[str, Tolerance], result: VerificationResult,
+def _manifest(request: ExportRequest, spec: Spec, model: XceptionNet, artifacts: Sequence[Artifact],
+              tolerances: dict[Precision, Tolerance], result: VerificationResult,
               builder: dict[str, Any] | None, provenance: _Provenance) -> Manifest:
-    from xception_build.spec import resolved_data
-
-    cfg = model.pretrained_cfg
-    batch: Any = request.profile.opt if request.static_batch else "N"
+    plan = model.plan
+    input_size = list(plan.input_shape.as_tuple())
+    batch: int | str = request.profile.opt if request.static_batch else "N"
+    outputs = plan.head.num_classes or plan.num_features
     return Manifest(
         format_version=FORMAT_VERSION,
         tool={"name": "xception-build", "version": provenance.tool_version},
@@ -203,34 +221,35 @@ def _manifest(request: ExportRequest, spec: Any, model: Any, artifacts: Sequence
         spec=SpecInfo(hash=provenance.spec_hash, source=str(request.spec), overrides=list(request.overrides),
                       resolved=resolved_data(spec)),
         model=ModelInfo(
-            input={"name": INPUT_NAME, "shape": [batch, *cfg["input_size"]], "dtype": "float32"},
-            output={"name": OUTPUT_NAME, "shape": [batch, cfg["num_classes"]], "dtype": "float32"},
-            input_size=list(cfg["input_size"]), mean=list(cfg["mean"]), std=list(cfg["std"]),
-            interpolation=cfg.get("interpolation"), crop_pct=cfg.get("crop_pct"),
-            num_classes=cfg["num_classes"], params=sum(p.numel() for p in model.parameters())),
-        export={"exporter": "torch.onnx dynamo", "opset": request.opset,
+            input=TensorInfo(name=INPUT_NAME, shape=[batch, *input_size], dtype="float32"),
+            output=TensorInfo(name=OUTPUT_NAME, shape=[batch, outputs], dtype="float32"),
+            input_size=input_size, mean=list(spec.input.mean), std=list(spec.input.std),
+            interpolation=spec.input.interpolation, crop_pct=spec.input.crop_pct,
+            num_classes=plan.head.num_classes, params=sum(p.numel() for p in model.parameters())),
+        export={"exporter": "torch.onnx dynamo", "opset": request.opset, "formats": sorted(request.formats),
                 "batch_profile": str(request.profile), "static_batch": request.static_batch,
                 "precision": request.precision,
                 "batchnorm_folded": True, "weights_source": str(request.weights) if request.weights else None,
                 "init_seed": request.seed, "tensorrt": builder},
         artifacts=list(artifacts),
         verification=VerificationInfo(
-            reference="pytorch, cpu, eval mode, TF32 off", seed=request.seed,
+            reference="pytorch-cpu, eval mode, TF32 off", seed=request.seed,
             batches=list(request.profile.check_batches()), tolerances=dict(tolerances),
             passed=result.passed, results=[c.to_dict() for c in result.comparisons],
             not_run=[vars(s) for s in result.skipped]),
     )
 
 
-def _install(staging: Path, out: Path, names: Sequence[str], manifest: Manifest) -> None:
-    """Move the staged files into ``out``: old manifest out first, new manifest in last."""
+def _install(stage: Staging, names: Sequence[str], manifest: Manifest) -> None:
+    """Move the staged files into the output folder: old manifest out first, new manifest in last."""
+    out = stage.out
     try:
         old = {a.path for a in read_manifest(out).artifacts}
     except UserError:
         old = set()
+    stage.installing = True  # from here on the folder is the new export (or, after a crash, an incomplete one)
     (out / MANIFEST_NAME).unlink(missing_ok=True)
-    for name in [*names, *([TIMING_CACHE_NAME] if (staging / TIMING_CACHE_NAME).exists() else [])]:
-        os.replace(staging / name, out / name)
+    stage.install([*names, *([TIMING_CACHE_NAME] if (stage.path / TIMING_CACHE_NAME).exists() else [])])
     for stale in old - set(names):  # files of the previous export that this one does not have
         # only plain names of files in `out`: never "", ".", "..", a path elsewhere, or a folder
         if Path(stale).name != stale or stale in ("", ".", "..", MANIFEST_NAME):

@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 spec="${1:-specs/xception.yaml}"
 .venv/bin/xbuild compile "$spec"
-.venv/bin/xbuild export "$spec" --onnx --out build/
+.venv/bin/xbuild export "$spec" --out build/
 .venv/bin/xbuild verify build/

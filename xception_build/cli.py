@@ -2,7 +2,10 @@
 one place where errors become messages and exit codes.
 
 Exit codes: 0 success; 1 a verification ran and failed; 2 a user error (bad spec, option, file
-or checkpoint); 3 a backend this command needs is missing on this machine.
+or checkpoint); 3 a backend this command needs is missing on this machine; 130 interrupted.
+Every error, ours or click's own usage errors, prints as ``error: <message>`` (plus a ``hint:``
+line) on stderr. A closed stdout (``xbuild verify DIR | head -1``) is not an error: the rest of
+the output is dropped and the exit code is still the command's own.
 
 Commands from other packages (``exporters``: export, verify, bench) are found through the
 ``xbuild.commands`` entry-point group, so this package never imports them.
@@ -11,11 +14,11 @@ Commands from other packages (``exporters``: export, verify, bench) are found th
 from __future__ import annotations
 
 import functools
+import io
 import json
 import os
-import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ from typing import Any
 import click
 
 from .errors import BackendUnavailable, UserError, XBuildError
-from .files import remove_empty, staging_dir
+from .files import check_output_folder, staged_output
 
 EXIT_CODES_HELP = """\b
 Exit codes:
@@ -31,7 +34,8 @@ Exit codes:
   1  a numeric verification ran and failed
   2  user error: bad spec, option, file or checkpoint
   3  a backend the command needs is missing here (TensorRT, a GPU)
-  130  interrupted (Ctrl-C); outputs already in place are left as they were"""
+  130  interrupted (Ctrl-C); outputs already in place are left as they were
+A closed stdout (e.g. piped into head) drops the rest of the output and keeps the exit code."""
 
 
 @functools.cache  # scanning the installed distributions is slow; they do not change mid-command
@@ -59,16 +63,74 @@ class XBuildGroup(click.Group):
                 return _unavailable_command(cmd_name, entry_point.value, exc)
         return command
 
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        _tolerate_closed_stdout()
+        return super().main(*args, **kwargs)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except XBuildError as exc:
             click.echo(f"error: {exc.format()}", err=True)
             ctx.exit(exc.exit_code)
+        except click.UsageError as exc:  # click's own: no such option, missing argument, bad choice
+            where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
+            click.echo(f"error: {exc.format_message()}\n  hint: see '{where} --help'", err=True)
+            ctx.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            ctx.exit(exc.exit_code)
         except KeyboardInterrupt:
             # Not click's "Aborted!" with exit 1, which would read as "verification failed".
             click.echo("interrupted", err=True)
             ctx.exit(130)
+
+
+class _PipeSafeStdout(io.RawIOBase):
+    """File descriptor 1 as a raw stream that drops what it cannot write once the reader is gone.
+
+    Python's own stdout raises ``BrokenPipeError`` mid-command (click then exits 1, which reads as
+    "verification failed") or at interpreter exit; here the command runs to its end and exits with
+    its own verdict."""
+
+    def __init__(self, fd: int) -> None:
+        super().__init__()
+        self.fd = fd
+        self.reader_gone = False
+
+    def writable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def isatty(self) -> bool:
+        return os.isatty(self.fd)
+
+    def write(self, data: Any) -> int:
+        size = len(memoryview(data).cast("B"))
+        if self.reader_gone:
+            return size
+        try:
+            return os.write(self.fd, data)
+        except BrokenPipeError:
+            self.reader_gone = True
+            return size
+
+
+def _tolerate_closed_stdout() -> None:
+    """Put :class:`_PipeSafeStdout` under ``sys.stdout`` when it is the process's own (not a test's)."""
+    stream = sys.stdout
+    if not isinstance(stream, io.TextIOWrapper) or stream is not sys.__stdout__:  # guarded, or a test's
+        return
+    try:
+        fd = stream.fileno()
+        stream.flush()
+    except (OSError, ValueError, io.UnsupportedOperation):
+        return
+    safe = io.TextIOWrapper(io.BufferedWriter(_PipeSafeStdout(fd)), encoding=stream.encoding,
+                            errors=stream.errors, line_buffering=stream.line_buffering)
+    sys.stdout = safe
 
 
 def _unavailable_command(name: str, target: str, exc: ImportError) -> click.Command:
@@ -90,50 +152,41 @@ def main() -> None:
       xbuild compile specs/xception.yaml
       xbuild compile specs/xception.yaml --set middle.repeat=4 --set head.num_classes=10
       xbuild validate specs/*.yaml
-      xbuild export specs/xception.yaml --onnx --out build/
+      xbuild export specs/xception.yaml --out build/
+      xbuild verify build/
     """
 
 
 set_option = click.option(
     "--set", "overrides", multiple=True, metavar="PATH=VALUE",
     help="Override a spec value, e.g. --set middle.repeat=4 or --set entry.blocks[0].stride=1 (repeatable).")
+json_option = click.option("--json", "as_json", is_flag=True,
+                           help="Print the result as JSON on stdout instead of the table.")
 
 
-def _write_outputs(out_dir: Path, files: dict[str, bytes | Any]) -> None:
+def _write_outputs(out_dir: Path, files: dict[str, bytes | Callable[[Path], None]]) -> None:
     """Write into a temporary folder inside ``out_dir``, then move each file in by rename, so an
     interrupted run never leaves a half-written file in ``out_dir`` (``xception_build.files``)."""
-    try:
-        staging, created = staging_dir(out_dir, ".xbuild-")
-    except OSError as exc:
-        raise UserError(f"cannot write to the output folder: {exc.strerror or exc}", hint=f"--out {out_dir}") from exc
-    installed = False
-    try:
+    with staged_output(out_dir) as stage:
         for name, content in files.items():
-            target = staging / name
+            target = stage.path / name
             if callable(content):
                 content(target)
             else:
                 target.write_bytes(content)
-        for name in files:
-            os.replace(staging / name, out_dir / name)
-        installed = True
-    except OSError as exc:
-        raise UserError(f"cannot write to the output folder: {exc.strerror or exc}", hint=f"--out {out_dir}") from exc
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not installed:
-            remove_empty(created)
+        stage.install(files)
 
 
-@main.command("compile", epilog="""\b
+@main.command("compile", short_help="Validate and build a spec; print its per-block table.", epilog=f"""\b
 Examples:
   xbuild compile specs/xception.yaml
   xbuild compile specs/xception41.yaml --set head.num_classes=10 --json
   xbuild compile specs/xception.yaml --weights timm_legacy_xception.pth --out build/xception
-""")
+
+{EXIT_CODES_HELP}""")
 @click.argument("spec", type=click.Path(path_type=Path))
 @set_option
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
+@json_option
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               help="Write spec.resolved.yaml, summary.json and weights.safetensors here.")
 @click.option("--weights", type=click.Path(path_type=Path),
@@ -151,6 +204,8 @@ def compile_command(spec: Path, overrides: Sequence[str], as_json: bool, out_dir
     from .summary import format_table, summary_data
     from .weights import load_weights, save_weights
 
+    if out_dir is not None:
+        check_output_folder(out_dir)
     loaded = load_spec(spec, overrides)
     model = build_model(loaded, seed=seed)
     if weights is not None:
@@ -172,11 +227,12 @@ def compile_command(spec: Path, overrides: Sequence[str], as_json: bool, out_dir
         click.echo(f"wrote {out_dir}/spec.resolved.yaml, summary.json, weights.safetensors", err=True)
 
 
-@main.command("validate", epilog="""\b
+@main.command("validate", short_help="Check specs without building them (editors, CI).", epilog=f"""\b
 Examples:
   xbuild validate specs/*.yaml
   xbuild validate my_variant.yaml --set middle.repeat=4
-""")
+
+{EXIT_CODES_HELP}""")
 @click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @set_option
 def validate_command(specs: Sequence[Path], overrides: Sequence[str]) -> None:

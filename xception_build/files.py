@@ -1,19 +1,32 @@
 """Writing outputs so that an interrupted run never leaves a truncated or half-updated file.
 
-Two mechanisms, shared by every command that writes: ``atomic_write`` for one file (temp file
-beside it, fsync, rename), and ``staging_dir`` for a set of files written into a temporary
-folder inside the output folder and renamed into place by the caller once all are complete.
-A failed run also removes the folders it created, so an output folder that did not exist still
-does not.
+Two mechanisms, shared by every command that writes: :func:`atomic_write` for one file (temp file
+beside it, fsync, rename), and :func:`staged_output` for a set of files written into a temporary
+folder inside the output folder and renamed into place once all are complete. A failed run also
+removes the folders it created, so an output folder that did not exist still does not.
+
+Output paths are checked before any work (:func:`check_output_folder`, :func:`check_output_file`),
+and a write that the file system refuses (full disk, no permission, read-only) becomes one
+:class:`UserError` naming the folder: the same message whichever command was writing.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import hashlib
 import os
 import secrets
+import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+
+from .errors import UserError
+
+#: errno values that mean "this place cannot take the output" (the user's to fix), not a bug
+WRITE_ERRORS = frozenset({errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.ENOTDIR,
+                          errno.EISDIR, errno.EEXIST, errno.ENAMETOOLONG})
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
@@ -36,6 +49,15 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
         raise
 
 
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def missing_folders(out: Path) -> list[Path]:
     """``out`` and those of its parents that do not exist yet, deepest first: what mkdir will create."""
     missing = []
@@ -55,16 +77,77 @@ def remove_empty(folders: Sequence[Path]) -> None:
             return
 
 
-def staging_dir(out: Path, prefix: str) -> tuple[Path, list[Path]]:
-    """A fresh temporary folder in ``out`` (created with its parents if need be), and the folders
-    that were created for it; hand those to :func:`remove_empty` if the run fails.
+def _existing_ancestor(path: Path) -> Path:
+    for folder in (path, *path.parents):
+        if folder.exists():
+            return folder
+    return Path(".")
 
-    Raises ``OSError`` when ``out`` cannot be created or written, leaving nothing behind.
-    """
+
+def check_output_folder(out: Path, option: str = "--out") -> None:
+    """Refuse, before any work, an output folder that cannot be one: an existing file, a folder
+    under a file, or a place this process may not write to."""
+    existing = _existing_ancestor(out)
+    if existing == out and not out.is_dir():
+        raise UserError(f"{option} {out}: is a file, expected a folder (existing or to create)")
+    if existing != out and not existing.is_dir():
+        raise UserError(f"{option} {out}: cannot create a folder there: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"{option} {out}: cannot write there: permission denied on {existing}",
+                        hint="choose a folder you can write to")
+
+
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse, before any work, an output file that cannot be written: a folder, or a place whose
+    nearest existing folder is a file or not writable."""
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a folder, expected a file name")
+    check_output_folder(path.parent, option=f"{option} {path}: its folder")
+
+
+def write_error(exc: OSError, out: Path) -> UserError:
+    """The one message for a write the file system refused."""
+    return UserError(f"{out}: writing the output failed: {exc.strerror or exc}",
+                     hint="check the free space and permissions of that folder")
+
+
+class Staging:
+    """A temporary folder inside the output folder, and the install of its files into that folder."""
+
+    def __init__(self, path: Path, out: Path) -> None:
+        self.path = path
+        self.out = out
+        self.installing = False  # once set, a failure no longer removes the folders the run created
+
+    def install(self, names: Iterable[str]) -> None:
+        """Rename staged files into the output folder (same file system: each rename is atomic)."""
+        self.installing = True
+        for name in names:
+            os.replace(self.path / name, self.out / name)
+
+
+@contextlib.contextmanager
+def staged_output(out: Path, prefix: str = ".xbuild-") -> Iterator[Staging]:
+    """Stage files in a fresh temporary folder inside ``out`` (created with its parents if need
+    be); the caller installs them with :meth:`Staging.install`. On the way out the temporary folder
+    goes, and if nothing was installed, so do the folders created for it. A write the file system
+    refuses becomes :func:`write_error`'s ``UserError``."""
     created = missing_folders(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        return Path(tempfile.mkdtemp(prefix=prefix, dir=out)), created
-    except BaseException:
+        stage = Staging(Path(tempfile.mkdtemp(prefix=prefix, dir=out)), out)
+    except OSError as exc:
         remove_empty(created)
+        if exc.errno in WRITE_ERRORS:
+            raise write_error(exc, out) from exc
         raise
+    try:
+        yield stage
+    except OSError as exc:
+        if exc.errno in WRITE_ERRORS:
+            raise write_error(exc, out) from exc
+        raise
+    finally:
+        shutil.rmtree(stage.path, ignore_errors=True)
+        if not stage.installing:
+            remove_empty(created)

@@ -11,23 +11,22 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
-_ACTIVATION_FACTORIES: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU, "relu6": nn.ReLU6, "elu": nn.ELU, "silu": nn.SiLU, "gelu": nn.GELU,
-}
+from .activations import ACTIVATIONS
+
+#: the module classes of every activation in the table, by name
+ACTIVATION_MODULES: dict[str, type[nn.Module]] = {name: getattr(nn, a.module) for name, a in ACTIVATIONS.items()}
 
 
 def make_activation(kind: str, *, inplace: bool) -> nn.Module | None:
     """An activation module, or ``None`` for ``none`` (nothing is inserted at all).
 
-    ``inplace`` is a request: GELU has no in-place form. Callers pass ``inplace=False`` where the
-    input tensor is read again (a shortcut taken from the block input).
+    ``inplace`` is a request: some activations (GELU) have no in-place form. Callers pass
+    ``inplace=False`` where the input tensor is read again (a shortcut taken from the block input).
     """
     if kind == "none":
         return None
-    factory = _ACTIVATION_FACTORIES[kind]
-    if kind == "gelu":
-        return factory()
-    return factory(inplace=inplace)
+    factory = ACTIVATION_MODULES[kind]
+    return factory(inplace=inplace) if ACTIVATIONS[kind].has_inplace else factory()
 
 
 def make_norm(channels: int, eps: float, momentum: float) -> nn.BatchNorm2d:
@@ -64,7 +63,7 @@ class ResidualBlock(nn.Module):
         self.has_preact = preact is not None
         self.has_shortcut = shortcut is not None
         last = list(main.modules())[-1]
-        self.inplace = not isinstance(last, tuple(_ACTIVATION_FACTORIES.values()))
+        self.inplace = not isinstance(last, tuple(ACTIVATION_MODULES.values()))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.has_preact:

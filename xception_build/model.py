@@ -9,13 +9,17 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .layers import make_activation
-from .plan import FlowPlan, HeadPlan, Plan
+from .plan import FlowPlan, HeadPlan, Plan, PlannedBlock
+
+if TYPE_CHECKING:
+    from .spec import Spec
 
 
 class Flow(nn.Module):
@@ -60,7 +64,7 @@ class ClassifierHead(nn.Module):
 class XceptionNet(nn.Module):
     """An Xception-family network compiled from a spec (build it with ``build_model``)."""
 
-    def __init__(self, plan: Plan, flows: dict[str, Flow], spec: Any = None) -> None:
+    def __init__(self, plan: Plan, flows: dict[str, Flow], spec: Spec | None = None) -> None:
         super().__init__()
         self.plan = plan
         self.spec = spec
@@ -116,7 +120,7 @@ class XceptionNet(nn.Module):
         return [b.module_name for b in self.plan.blocks if b.spec_path == spec_path]
 
 
-def build_flow(plan: FlowPlan, build_block: Any) -> Flow:
+def build_flow(plan: FlowPlan, build_block: Callable[[PlannedBlock], nn.Module]) -> Flow:
     stem = nn.Sequential(*(build_block(b) for b in plan.stem)) if plan.stem else None
     blocks = nn.Sequential(*(build_block(b) for b in plan.blocks))
     final = make_activation(plan.final_activation, inplace=True) if plan.final_activation else None

@@ -12,13 +12,12 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-ActivationName = Literal["relu", "relu6", "elu", "gelu", "silu", "none"]
-ACTIVATIONS: tuple[str, ...] = ("relu", "relu6", "elu", "gelu", "silu", "none")
+from .activations import ActivationName, ActivationSetting
 
 # Tokens of a separable conv's layout: the two convolutions, the block's norm and activation
 # ("act", resolved from `activation`), or a named activation (the paper's ablation puts an ELU
 # between depthwise and pointwise while the block's activation stays ReLU).
-SepLayoutToken = Literal["dw", "pw", "norm", "act", "relu", "relu6", "elu", "gelu", "silu"]
+SepLayoutToken = Literal["dw", "pw", "norm", "act", ActivationName]
 ShortcutKind = Literal["conv_norm", "conv", "identity", "none"]
 DownsampleKind = Literal["maxpool", "depthwise"]
 
@@ -62,7 +61,7 @@ def check_sep_layout(tokens: list[str] | None) -> list[str] | None:
 class BlockOptions(StrictModel):
     """Options any block may set; unset (``None``) means: inherit from the flow, then the spec."""
 
-    activation: ActivationName | None = None
+    activation: ActivationSetting | None = None
     norm: NormOverride | None = None
     layout: list[SepLayoutToken] | None = Field(
         default=None, description="order of ops inside each separable conv")
@@ -91,7 +90,7 @@ class NormSpec(StrictModel):
 class Defaults(StrictModel):
     """Spec-wide defaults: the paper's Xception (Chollet 2017) unless a spec says otherwise."""
 
-    activation: ActivationName = "relu"
+    activation: ActivationSetting = "relu"
     norm: NormSpec = NormSpec()
     layout: list[SepLayoutToken] = ["act", "dw", "pw", "norm"]
     shortcut: ShortcutKind = "conv_norm"

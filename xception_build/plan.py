@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import NoReturn
 
-from pydantic import BaseModel
-
-from .blocks import Shape, kind_of
+from .blocks import BlockSpecModel, Shape, kind_of
 from .blocks.base import MAX_DIMENSION
 from .errors import Location, SpecError
-from .options import BlockOptions, NormOverride, ResolvedOptions, resolve_options
+from .options import ResolvedOptions, resolve_options
 from .source import format_path
 from .spec import FLOWS, FlowSpec, Spec
 
@@ -35,7 +33,7 @@ class PlannedBlock:
     out_shape: Shape
     params: int
     macs: int
-    config: Any
+    config: object  # the kind's own build config (BLOCK_KINDS[kind].build takes it)
     line: int | None  # line of the spec entry, when known
 
 
@@ -137,7 +135,7 @@ def _check_block_count(spec: Spec, name: str, flow: FlowSpec) -> int:
     too_many = f"more than {MAX_BLOCKS_PER_FLOW:,} blocks in the {name} flow, the most a spec may have"
     for part, entries in (("stem", flow.stem), ("blocks", flow.blocks)):
         for index, entry in enumerate(entries):
-            repeat = getattr(entry, "repeat", 1)
+            repeat = entry.repeat
             if repeat > MAX_BLOCKS_PER_FLOW:
                 _fail_at(spec, (name, part, index, "repeat"), f"repeat {repeat:,} would make {too_many}")
     flow_repeat = flow.repeat
@@ -150,7 +148,7 @@ def _check_block_count(spec: Spec, name: str, flow: FlowSpec) -> int:
     stems = sum(entry.repeat for entry in flow.stem)
     if stems > MAX_BLOCKS_PER_FLOW:
         _fail_at(spec, (name, "stem"), f"{stems:,} stem layers would make {too_many}")
-    count = flow_repeat * sum(getattr(entry, "repeat", 1) for entry in flow.blocks)
+    count = flow_repeat * sum(entry.repeat for entry in flow.blocks)
     if stems + count > MAX_BLOCKS_PER_FLOW:
         _fail_at(spec, (name, "repeat"), f"repeat {flow_repeat:,} of {count // flow_repeat:,} block(s)"
                  + (f" after {stems:,} stem layers" if stems else "") + f" would make {too_many}")
@@ -174,13 +172,13 @@ def _plan_flow(spec: Spec, name: str, shape: Shape) -> tuple[FlowPlan, Shape]:
     return FlowPlan(name, tuple(planned["stem"]), tuple(planned["blocks"]), final), shape
 
 
-def _plan_entry(spec: Spec, flow_name: str, part: str, index: int, entry: BaseModel, flow: FlowSpec,
+def _plan_entry(spec: Spec, flow_name: str, part: str, index: int, entry: BlockSpecModel, flow: FlowSpec,
                 shape: Shape, out: list[PlannedBlock], flow_copies: int,
                 copies_made: dict[tuple[str, int], int]) -> Shape:
     path = (flow_name, part, index)
     kind = kind_of(entry)
-    options: ResolvedOptions = resolve_options(spec.defaults, flow.defaults, _as_options(entry))
-    repeat = getattr(entry, "repeat", 1)
+    options: ResolvedOptions = resolve_options(spec.defaults, flow.defaults, kind.options_layer(entry))
+    repeat = entry.repeat
     copies = repeat * flow_copies
     ctx = _BlockContext(spec, path)
     location = _location(spec, path)
@@ -194,15 +192,6 @@ def _plan_entry(spec: Spec, flow_name: str, part: str, index: int, entry: BaseMo
             line=location.line if location else None))
         shape = result.out_shape
     return shape
-
-
-def _as_options(entry: BaseModel) -> Any:
-    """Block specs that carry the shared options are themselves an options layer."""
-    if isinstance(entry, BlockOptions):
-        return entry
-    activation = getattr(entry, "activation", None)
-    norm = getattr(entry, "norm", None)
-    return BlockOptions(activation=activation, norm=norm if isinstance(norm, NormOverride) else None)
 
 
 def plan_spec(spec: Spec) -> Plan:

@@ -15,31 +15,38 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, Discriminator, Field, PrivateAttr, Tag, ValidationError, model_validator
+from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationError, model_validator
 
-from .blocks import BLOCK_KINDS
-from .blocks.conv import ConvBlockSpec
+from .blocks import BLOCK_KINDS, DEFAULT_KIND, BlockSpecModel
 from .errors import SpecError
 from .options import BlockOptions, Defaults, SpecValueError, StrictModel
 from .source import SpecSource, format_path
 from .variants import apply_overrides, load_source
 
 
-def _block_kind_of(value: Any) -> str:
+def _block_kind_of(value: Any, default: str) -> str:
     if isinstance(value, dict):
-        return str(value.get("kind", "xception"))
-    return str(getattr(value, "kind", "xception"))
+        return str(value.get("kind", default))
+    return str(getattr(value, "kind", default))
 
 
-# The union of every registered kind's spec model, told apart by `kind` (default: xception).
-# Built from the registry at import time, which a type checker cannot follow: it sees BaseModel.
-if TYPE_CHECKING:
-    BlockSpec = BaseModel
-else:
-    BlockSpec = Annotated[
+def _entry_union(part: str) -> Any:
+    """The union of every registered kind's spec model, told apart by ``kind`` (default: the
+    kind of ``part``, a stem or a blocks list)."""
+    default = DEFAULT_KIND[part]
+    return Annotated[
         Union[tuple(Annotated[kind.spec_model, Tag(name)] for name, kind in BLOCK_KINDS.items())],  # noqa: UP007
-        Discriminator(_block_kind_of),
+        Discriminator(lambda value: _block_kind_of(value, default)),
     ]
+
+
+# Built from the registry at import time, which a type checker cannot follow: it sees the base model.
+if TYPE_CHECKING:
+    StemEntry = BlockSpecModel
+    BlockEntry = BlockSpecModel
+else:
+    StemEntry = _entry_union("stem")
+    BlockEntry = _entry_union("blocks")
 
 
 class InputSpec(StrictModel):
@@ -79,8 +86,8 @@ class ScalingSpec(StrictModel):
 
 class FlowSpec(StrictModel):
     defaults: BlockOptions | None = None
-    stem: list[ConvBlockSpec] = []
-    blocks: list[BlockSpec] = []
+    stem: list[StemEntry] = Field(default=[], description="entries of any kind; `kind: conv` unless they say")
+    blocks: list[BlockEntry] = Field(default=[], description="entries of any kind; `kind: xception` unless they say")
     repeat: int = Field(default=1, gt=0, description="the block list runs this many times")
     final_act: bool = Field(default=False, description="the flow's activation after its last block")
 
@@ -123,17 +130,28 @@ FLOWS = ("entry", "middle", "exit")
 
 # -- validation errors -> SpecError --------------------------------------------------------
 
-def _data_path(data: Any, loc: Sequence[str | int]) -> tuple[str | int, ...]:
-    """Keep the parts of pydantic's ``loc`` that exist in the data (drops union tags such as
-    ``int`` or ``xception`` that pydantic inserts)."""
+Branch = tuple[tuple[str | int, ...], str | int, int]  # (data path where met, union tag, index in loc)
+
+
+def _walk_loc(data: Any, loc: Sequence[str | int]) -> tuple[tuple[str | int, ...], list[Branch]]:
+    """Split pydantic's ``loc`` into the path that exists in the data and the parts that do not:
+    the union branch tags pydantic inserts (``int``, ``list[int]``, ``xception``)."""
     kept: list[str | int] = []
-    for part in loc:
+    branches: list[Branch] = []
+    for index, part in enumerate(loc):
         in_mapping = isinstance(data, dict) and part in data
         in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
         if in_mapping or in_list:
             data = data[part]
             kept.append(part)
-    return tuple(kept)
+        else:
+            branches.append((tuple(kept), part, index))
+    return tuple(kept), branches
+
+
+def _data_path(data: Any, loc: Sequence[str | int]) -> tuple[str | int, ...]:
+    """The parts of pydantic's ``loc`` that exist in the data."""
+    return _walk_loc(data, loc)[0]
 
 
 def _models_in(annotation: Any) -> list[type[StrictModel]]:
@@ -155,10 +173,12 @@ def _model_at(path: Sequence[str | int], data: Any) -> type[StrictModel] | None:
     """The spec model that validates the mapping at ``path`` (for valid-key suggestions)."""
     model: type[StrictModel] | None = Spec
     candidates: list[type[StrictModel]] = []
+    key: str | int = ""
     for part in path:
         if isinstance(part, int):
             data = data[part] if isinstance(data, list) and part < len(data) else None
-            kind = _block_kind_of(data) if isinstance(data, dict) else None
+            default = DEFAULT_KIND.get(str(key), "")
+            kind = _block_kind_of(data, default) if isinstance(data, dict) else None
             by_kind = [m for m in candidates if m.model_fields.get("kind") is not None
                        and m.model_fields["kind"].default == kind]
             model = by_kind[0] if by_kind else (candidates[0] if len(candidates) == 1 else None)
@@ -169,6 +189,7 @@ def _model_at(path: Sequence[str | int], data: Any) -> type[StrictModel] | None:
         data = data.get(part) if isinstance(data, dict) else None
         candidates = _models_in(field.annotation)
         model = candidates[0] if len(candidates) == 1 else None
+        key = part
     return model
 
 
@@ -255,19 +276,11 @@ def _error_path(error: Mapping[str, Any], data: Any) -> tuple[str | int, ...]:
 
 def _branch_points(error: Mapping[str, Any], data: Any) -> list[tuple[tuple[str | int, ...], str | int]]:
     """Where an error passed through a union: (value path, branch) for each part of ``loc`` that
-    names a union branch (``int``, ``list[int]``, ``xception``) rather than a key or an index."""
-    points: list[tuple[tuple[str | int, ...], str | int]] = []
+    names a union branch rather than a key or an index (a missing key's own name excepted)."""
     loc = error["loc"]
-    path: list[str | int] = []
-    for index, part in enumerate(loc):
-        in_mapping = isinstance(data, dict) and part in data
-        in_list = isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data)
-        if in_mapping or in_list:
-            data = data[part]
-            path.append(part)
-        elif not (error["type"] == "missing" and index == len(loc) - 1):
-            points.append((tuple(path), part))
-    return points
+    _, branches = _walk_loc(data, loc)
+    return [(path, part) for path, part, index in branches
+            if not (error["type"] == "missing" and index == len(loc) - 1)]
 
 
 def _spec_error(exc: ValidationError, source: SpecSource) -> SpecError:

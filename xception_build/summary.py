@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .plan import Plan
+from .tables import render_table
 
 
 def _human(count: int) -> str:
@@ -56,15 +57,9 @@ def format_table(data: dict[str, Any]) -> str:
         lines.append((row["flow"], row["module"], spec, row["kind"], shape, f"{row['params']:,}",
                       _human(row["macs"])))
     total = ("total", "", "", "", "", f"{data['total_params']:,}", _human(data["total_macs"]))
-    widths = [max(len(r[i]) for r in (header, *lines, total)) for i in range(len(header))]
-    right = {5, 6}
-
-    def render(row: tuple[str, ...]) -> str:
-        cells = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
-        return "  ".join(cells).rstrip()
-
+    head, *body = render_table(header, [*lines, total], right={5, 6})
     source = f" ({data['spec_file']})" if data.get("spec_file") else ""
     title = (f"{data['name']}{source}: input {'x'.join(map(str, data['input_shape']))}, "
              f"features {'x'.join(map(str, data['feature_shape']))}")
-    rule = "-" * len(render(header))
-    return "\n".join([title, render(header), rule, *map(render, lines), rule, render(total)])
+    rule = "-" * len(head)
+    return "\n".join([title, head, rule, *body[:-1], rule, body[-1]])

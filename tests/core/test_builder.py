@@ -163,3 +163,19 @@ def test_documented_limits_hold(cifar_spec: Path, overrides: list[str], message:
 
     with pytest.raises(SpecError, match=message):
         plan_spec(load_spec(cifar_spec, overrides=overrides))
+
+
+def test_a_stem_entry_may_be_of_any_block_kind(tmp_path: Path) -> None:
+    """Block kinds are not tied to a place: a residual xception block can open the entry flow."""
+    spec = tmp_path / "xception_stem.yaml"
+    spec.write_text("name: xstem\ninput: {size: 32}\nentry:\n  stem:\n"
+                    "    - {out: 16, stride: 2}\n    - {kind: xception, out: 32, reps: 2, stride: 2}\n"
+                    "  blocks: [{kind: conv, out: 48}]\nexit: {blocks: [{out: 64, reps: 1}]}\n"
+                    "head: {num_classes: 3}\n")
+    model = build_model(spec).eval()
+    kinds = [(b.module_name, b.kind) for b in model.plan.blocks]
+    assert kinds == [("entry.stem.0", "conv"), ("entry.stem.1", "xception"), ("entry.blocks.0", "conv"),
+                     ("exit.blocks.0", "xception")]
+    assert model.plan.blocks[1].out_shape.as_tuple() == (32, 8, 8)
+    with torch.no_grad():
+        assert model(torch.randn(2, 3, 32, 32)).shape == (2, 3)

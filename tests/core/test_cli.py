@@ -100,8 +100,10 @@ def test_compile_out_into_an_unwritable_place_is_a_user_error(tmp_path: Path) ->
     blocker = tmp_path / "file"
     blocker.write_text("x")
     code, _, err = run("compile", str(SPECS / "xception_cifar.yaml"), "--out", str(blocker / "sub"))
-    assert code == 2 and "cannot write to the output folder" in err
+    assert code == 2 and f"--out {blocker / 'sub'}: cannot create a folder there: {blocker} is a file" in err
     assert blocker.read_text() == "x"
+    code, _, err = run("compile", str(SPECS / "xception_cifar.yaml"), "--out", str(blocker))
+    assert code == 2 and f"--out {blocker}: is a file, expected a folder" in err
 
 
 @pytest.mark.parametrize("command", ["compile", "validate"])

@@ -18,7 +18,7 @@ CIFAR_BATCH = "1:2:4"
 @pytest.fixture(scope="session")
 def xbuild() -> click.Group:
     """The ``xbuild`` group with the export commands, whether or not the package is pip-installed."""
-    from exporters.bench_cli import bench_command
+    from exporters.bench.cli import bench_command
     from exporters.cli import export_command, verify_command
     from xception_build.cli import XBuildGroup, main
 

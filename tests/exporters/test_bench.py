@@ -1,4 +1,4 @@
-"""``xbuild bench`` (exporters.bench, bench_backends, bench_train, bench_cli): rows, table and JSON.
+"""``xbuild bench`` (exporters.bench): rows, table and JSON.
 
 No speed is asserted anywhere: figures are reported by the bench, never tested against a target.
 Heavy pieces (compiling the training step of the real network) are kept off by using a tiny
@@ -11,15 +11,16 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from click.testing import Result
 from torch import nn
 
-from exporters import bench, bench_backends, bench_train
-from exporters.bench import run_bench
-from exporters.bench_timing import BenchSettings
+from exporters.bench import train as bench_train
+from exporters.bench.peaks import DevicePeak, peak_precision
+from exporters.bench.run import bench_spec, run_bench
+from exporters.bench.timing import BenchSettings, Timing, fill_row
+from exporters.onnx.runtime import onnxruntime_unavailable
 from xception_build.errors import BackendUnavailable
 from xception_build.training import TrainOptions
 
@@ -40,12 +41,12 @@ def only(configs: list[str]) -> Callable[[torch.device], list[tuple[str, TrainOp
 
 
 def test_rows_for_every_backend_and_batch_with_unavailable_ones_kept() -> None:
-    settings = BenchSettings(batches=(1, 3), backends=("torch", "tensorrt"), **FAST)
+    settings = BenchSettings(batches=(1, 3), backends=("pytorch-cpu", "tensorrt"), **FAST)
     tasks: list[str] = []
     report = run_bench(tiny, (3, 8, 8), 4, settings, on_task=tasks.append)
-    assert [(r.backend, r.batch) for r in report.inference] == [("torch", 1), ("torch", 3),
+    assert [(r.backend, r.batch) for r in report.inference] == [("pytorch-cpu", 1), ("pytorch-cpu", 3),
                                                                  ("tensorrt", 1), ("tensorrt", 3)]
-    assert tasks == ["torch batch 1", "torch batch 3", "tensorrt batch 1", "tensorrt batch 3"]
+    assert tasks == ["pytorch-cpu batch 1", "pytorch-cpu batch 3", "tensorrt batch 1", "tensorrt batch 3"]
     for row in report.inference[:2]:
         assert row.status == "ok" and row.reps >= 2 and row.min_ms <= row.p50_ms <= row.p90_ms
         assert row.images_per_s == pytest.approx(1e3 * row.batch / row.p50_ms)
@@ -59,77 +60,84 @@ def test_rows_for_every_backend_and_batch_with_unavailable_ones_kept() -> None:
 def test_compile_and_onnxruntime_backends_run_a_small_model() -> None:
     pytest.importorskip("onnxruntime")
     torch._dynamo.reset()
-    report = run_bench(tiny, (3, 8, 8), 4, BenchSettings(batches=(1, 2), backends=("compile", "onnxruntime"),
-                                                         **FAST))
+    settings = BenchSettings(batches=(1, 2), backends=("pytorch-compile-cpu", "onnxruntime-cpu"), **FAST)
+    report = run_bench(tiny, (3, 8, 8), 4, settings)
     assert [r.status for r in report.inference] == ["ok"] * 4, [r.reason for r in report.inference]
     assert all(r.setup_s is not None and r.setup_s > 0 for r in report.inference)
 
 
-def test_onnxruntime_without_the_provider_is_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
-    import exporters.runners
+@pytest.mark.skipif(onnxruntime_unavailable("cuda") is None, reason="onnxruntime-gpu and a GPU are here")
+def test_onnxruntime_without_the_provider_is_unavailable_and_a_run_of_nothing_exits_3() -> None:
+    settings = BenchSettings(batches=(1,), backends=("onnxruntime-cuda",), **FAST)
+    with pytest.raises(BackendUnavailable, match="none of the requested backends can run here; onnxruntime-cuda:"):
+        run_bench(tiny, (3, 8, 8), 4, settings)
+    report = run_bench(tiny, (3, 8, 8), 4, BenchSettings(batches=(1,), backends=("onnxruntime-cuda", "pytorch-cpu"),
+                                                         **FAST))
+    assert [r.status for r in report.inference] == ["unavailable", "ok"]
 
-    monkeypatch.setattr(exporters.runners, "onnxruntime_unavailable", lambda device: "no provider here")
-    report = run_bench(tiny, (3, 8, 8), 4, BenchSettings(batches=(1,), backends=("onnxruntime",), **FAST))
-    assert (report.inference[0].status, report.inference[0].reason) == ("unavailable", "no provider here")
 
+def test_tensorrt_rows_run_one_static_engine_per_batch(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """An engine tuned for a wide profile is slow at small batches: each batch gets its own, built
+    from the same ONNX export (engine build faked: no TensorRT or GPU is needed here)."""
+    from exporters.bench.inference import ArtifactFiles
+    from exporters.tensorrt import engine
 
-def test_tensorrt_rows_build_one_static_engine_per_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The TensorRT wiring, with the engine build and runner faked (no TensorRT or GPU needed)."""
-    from exporters import tensorrt_backend
-    from exporters.runners import INPUT_NAME
+    built: list[tuple[str, str, str]] = []
 
-    built: list[tuple[str, str, bool]] = []
-
-    class FakeRunner:
-        def __init__(self, plan: Path) -> None:
-            self.plan = plan
-
-        def infer(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-            return {"logits": np.zeros((feeds[INPUT_NAME].shape[0], 4), np.float32)}
-
-    def fake_build(onnx_path: Path, plan: Path, settings: object, *, timing_cache: Path | None = None) -> dict:
+    def fake_build(onnx_path: Path, plan: Path, settings: engine.BuildSettings, *,
+                   timing_cache: Path | None = None) -> dict[str, object]:
         assert onnx_path.is_file() and timing_cache is not None
-        built.append((plan.name, str(settings.profile), settings.precision))  # type: ignore[attr-defined]
+        built.append((plan.name, str(settings.profile), settings.precision))
         return {}
 
-    monkeypatch.setattr(tensorrt_backend, "require_tensorrt", lambda: None)
-    monkeypatch.setattr(tensorrt_backend, "build_engine", fake_build)
-    monkeypatch.setattr(tensorrt_backend, "TensorRTRunner", FakeRunner)
-    backend = bench_backends.make_backend("tensorrt", tiny(), torch.device("cuda"), (3, 8, 8), (1, 4))
+    monkeypatch.setattr(engine, "build_engine", fake_build)
+    files = ArtifactFiles(tiny(), (3, 8, 8), (1, 4))
     try:
-        assert backend.runner(4)()["logits"].shape == (4, 4)
-        backend.runner(1)()
+        files.plan(4)
+        files.plan(1)
     finally:
-        backend.close()
+        files.close()
     assert built == [("model.b4.plan", "4:4:4", "fp32"), ("model.b1.plan", "1:1:1", "fp32")]
-    with pytest.raises(BackendUnavailable, match="CUDA only"):
-        bench_backends.make_backend("tensorrt", tiny(), torch.device("cpu"), (3, 8, 8), (1,))
 
 
-def test_a_broken_backend_is_a_failed_row_not_a_crash(monkeypatch: pytest.MonkeyPatch) -> None:
-    attempts: list[str] = []
+EXPORT_ATTEMPTS: list[str] = []  # module level: the exporter traces a copy of the model
 
-    def broken(*_args: object) -> object:
-        attempts.append("compile")
-        raise RuntimeError("engine exploded\nsecond line")
 
-    real = bench_backends.make_backend
-    monkeypatch.setattr(bench, "make_backend", lambda name, *a: broken() if name == "compile" else real(name, *a))
-    report = run_bench(tiny, (3, 8, 8), 4, BenchSettings(batches=(1, 2), backends=("compile", "torch"), **FAST))
+class Unexportable(nn.Module):
+    """Runs in PyTorch; its ONNX export fails (the export traces it): a backend that cannot be set up."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = tiny()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+            EXPORT_ATTEMPTS.append("export")
+            raise RuntimeError("engine exploded\nsecond line")
+        return self.inner(x)
+
+
+def test_a_broken_backend_is_a_failed_row_not_a_crash() -> None:
+    pytest.importorskip("onnxruntime")
+    model = Unexportable()
+    EXPORT_ATTEMPTS.clear()
+    settings = BenchSettings(batches=(1, 2), backends=("onnxruntime-cpu", "pytorch-cpu"), **FAST)
+    report = run_bench(lambda: model, (3, 8, 8), 4, settings)
     assert [r.status for r in report.inference] == ["failed", "failed", "ok", "ok"]
-    assert report.inference[1].reason == "RuntimeError: engine exploded"
-    assert attempts == ["compile"]  # set up once, not once per batch
+    reason = report.inference[1].reason  # the exporter's own error, on one plain line
+    assert reason.startswith("TorchExportError: ") and "\n" not in reason and "\x1b" not in reason
+    assert EXPORT_ATTEMPTS == ["export"]  # set up once, not once per batch
 
 
 def test_training_rows_compare_with_the_reference(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench_train, "train_configs", only(["fp32", "bf16", "fp16", "channels_last"]))
-    settings = BenchSettings(batches=(2,), backends=("torch",), train=True, **FAST)
+    settings = BenchSettings(batches=(2,), backends=("pytorch-cpu",), train=True, **FAST)
     report = run_bench(tiny, (3, 8, 8), 4, settings, make_reference=tiny)
     rows = {(r.config, r.model): r for r in report.train}
     ours, ref = rows[("fp32", "xception-build")], rows[("fp32", "timm legacy_xception")]
     assert ours.status == ref.status == "ok" and ours.batch == 2
     assert ours.vs_reference == pytest.approx(ours.images_per_s / ref.images_per_s)
-    assert ours.peak_memory_bytes and ours.peak_memory_bytes > 0 and ours.memory_kind
+    assert ours.peak_memory_bytes and ours.peak_memory_bytes > 10 * 2**20 and ours.memory_kind  # a torch process
     assert rows[("bf16", "xception-build")].status == "ok"
     assert rows[("channels_last", "xception-build")].status == "ok"
     if not torch.cuda.is_available():
@@ -139,7 +147,8 @@ def test_training_rows_compare_with_the_reference(monkeypatch: pytest.MonkeyPatc
 
 def test_compiled_training_row(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench_train, "train_configs", only(["all"]))
-    report = run_bench(tiny, (3, 8, 8), 4, BenchSettings(batches=(2,), backends=("torch",), train=True, **FAST),
+    report = run_bench(tiny, (3, 8, 8), 4, BenchSettings(batches=(2,), backends=("pytorch-cpu",), train=True,
+                                                         **FAST),
                        reference_unavailable="timm is not importable here")
     ours, ref = report.train
     assert ours.config == "all" and ours.status == "ok", ours.reason
@@ -157,30 +166,29 @@ def test_timm_reference_is_available_or_says_why() -> None:
         assert factory is not None and factory()(torch.randn(1, 3, 64, 64)).shape == (1, 10)
 
 
-def test_cpu_peak_memory_is_the_resident_set_high_water_mark() -> None:
-    assert bench_train._rss_peak() > 10 * 2**20  # a torch process holds well over 10 MB
-
-
 # ---------------------------------------------------------------------------------------------- CLI
 
-def test_cli_prints_the_table_and_writes_json(run: Callable[..., Result], tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    result = run("bench", CIFAR, "--device", "cpu", "--batch", "1,2", "--backends", "torch,tensorrt",
-                 "--budget", "0", "--min-reps", "2", "--warmup", "1", "--no-progress", "--json", out)
+def test_cli_prints_the_table_or_json(run: Callable[..., Result]) -> None:
+    args = ["bench", CIFAR, "--device", "cpu", "--batch", "1,2", "--backend", "pytorch-cpu,tensorrt",
+            "--budget", "0", "--min-reps", "2", "--warmup", "1", "--no-progress"]
+    result = run(*args)
     assert result.exit_code == 0, result.output
     text = result.output
     assert "analytic per image" in text and "MMAC" in text and "arithmetic intensity" in text
-    assert "torch" in text and "tensorrt" in text and "p50 ms" in text
-    data = json.loads(out.read_text())
-    assert {r["backend"] for r in data["inference"]} == {"torch", "tensorrt"}
-    assert data["analytic"]["macs"] > 0 and data["environment"]["spec_hash"]
+    assert "pytorch-cpu" in text and "tensorrt" in text and "p50 ms" in text
     if not torch.cuda.is_available():
-        assert "unavailable: TensorRT" in text
+        trt_rows = [line for line in text.splitlines() if line.startswith("tensorrt ")]
+        assert len(trt_rows) == 2 and all("unavailable: " in r and "TensorRT" in r for r in trt_rows)
+    as_json = run(*args, "--json")
+    assert as_json.exit_code == 0, as_json.output
+    data = json.loads(as_json.output)
+    assert {r["backend"] for r in data["inference"]} == {"pytorch-cpu", "tensorrt"}
+    assert data["analytic"]["macs"] > 0 and data["environment"]["spec_hash"]
 
 
 def test_cli_train_rows_in_the_table(run: Callable[..., Result], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(bench_train, "train_configs", only(["fp32"]))
-    result = run("bench", CIFAR, "--device", "cpu", "--batch", "2", "--backends", "torch", "--train",
+    result = run("bench", CIFAR, "--device", "cpu", "--batch", "2", "--backend", "pytorch-cpu", "--train",
                  "--budget", "0", "--min-reps", "1", "--warmup", "0", "--no-progress")
     assert result.exit_code == 0, result.output
     assert "training step (batch 2" in result.output and "xception-build" in result.output
@@ -188,13 +196,16 @@ def test_cli_train_rows_in_the_table(run: Callable[..., Result], monkeypatch: py
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--batch", "0,8"], "--batch '0,8'"),
-    (["--batch", "x"], "comma-separated positive integers"),
-    (["--backends", "torch,tvm"], "choose from torch, compile, onnxruntime, tensorrt"),
+    (["--batch", "0,8"], "--batch '0,8': batch sizes must be positive"),
+    (["--batch", "x"], "expected MIN:OPT:MAX"),
+    (["--backend", "pytorch-cpu,onnx"], "--backend 'onnx': unknown backend\n  hint: did you mean"),
+    (["--backends", "torch"], "valid choices: pytorch-cpu, pytorch-cuda"),
+    (["--min-reps", "0"], "--min-reps"),
 ])
-def test_cli_user_errors_exit_2(run: Callable[..., Result], args: list[str], message: str) -> None:
+def test_cli_user_errors_exit_2_before_any_work(run: Callable[..., Result], args: list[str], message: str) -> None:
     result = run("bench", CIFAR, "--device", "cpu", *args)
-    assert result.exit_code == 2 and message in result.output
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert result.output.startswith("error: ")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the exit code on machines without CUDA")
@@ -210,72 +221,45 @@ def test_help_has_an_example(run: Callable[..., Result]) -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_gpu_bench_with_every_training_config(run: Callable[..., Result], tmp_path: Path) -> None:
-    out = tmp_path / "gpu.json"
+def test_gpu_bench_with_every_training_config(run: Callable[..., Result]) -> None:
     result = run("bench", CIFAR, "--device", "cuda", "--batch", "1,8", "--train", "--budget", "0.2",
-                 "--no-progress", "--json", out)
+                 "--no-progress", "--json")
     assert result.exit_code == 0, result.output
-    data = json.loads(out.read_text())
+    data = json.loads(result.output)
     ours = [r for r in data["train"] if r["model"] == "xception-build"]
     assert all(r["status"] == "ok" for r in ours), ours
     assert all(r["memory_kind"].startswith("torch.cuda.max_memory_allocated") for r in ours)
 
 
-def test_bench_spec_builds_the_model_once_and_hashes_the_spec_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Input size and classes come from the spec, not from a throw-away probe model."""
+def test_bench_spec_records_the_spec_it_measured() -> None:
     import xception_build
-    import xception_build.spec
+    from xception_build.spec import spec_hash
 
-    calls: list[str] = []
-    real_build, real_hash = xception_build.build_model, xception_build.spec.spec_hash
-
-    def build(*args: object, **kwargs: object) -> nn.Module:
-        calls.append("build_model")
-        return real_build(*args, **kwargs)  # type: ignore[arg-type]
-
-    def digest(spec: object) -> str:
-        calls.append("spec_hash")
-        return real_hash(spec)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(xception_build, "build_model", build)
-    monkeypatch.setattr(xception_build.spec, "spec_hash", digest)
-    report = bench.bench_spec(str(CIFAR), BenchSettings(batches=(1,), backends=("torch",), **FAST))
-    assert sorted(calls) == ["build_model", "spec_hash"]
+    report = bench_spec(str(CIFAR), BenchSettings(batches=(1,), backends=("pytorch-cpu",), **FAST))
     assert report.analytic["input_size"] == (3, 32, 32) and report.inference[0].status == "ok"
-    assert report.environment["spec_hash"] == real_hash(xception_build.load_spec(CIFAR))
+    assert report.environment["spec_hash"] == spec_hash(xception_build.load_spec(CIFAR))
     assert str(report.environment["label"]).endswith(f"({str(report.environment['spec_hash'])[:12]})")
 
 
-def test_tensorrt_rows_are_compared_with_the_plain_fp32_peak(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_tensorrt_rows_are_compared_with_the_plain_fp32_peak() -> None:
     """TensorRT engines are built with TF32 off: their % of peak is of the fp32 peak, even where
-    cuDNN's TF32 makes the other fp32 rows compare with the TF32 peak."""
-    from xception_build.analysis import DevicePeak
-
-    class Instant:
-        def runner(self, batch: int) -> Callable[[], None]:
-            return lambda: None
-
-        def close(self) -> None:
-            pass
-
-    monkeypatch.setattr(bench, "precision_of", lambda device, amp="none": "tf32")  # CUDA, TF32 allowed
-    monkeypatch.setattr(bench, "device_peak", lambda device: DevicePeak("test", {"fp32": 1e12, "tf32": 8e12}))
-    monkeypatch.setattr(bench, "make_backend", lambda *args: Instant())
-    settings = BenchSettings(batches=(1,), backends=("torch", "tensorrt"), **FAST)
-    report = run_bench(tiny, (3, 8, 8), 4, settings)
-    flops = float(report.analytic["flops"])  # type: ignore[arg-type]
-    torch_row, trt_row = report.inference
-    assert torch_row.fraction_flops == pytest.approx(flops * torch_row.images_per_s / 8e12)
-    assert trt_row.fraction_flops == pytest.approx(flops * trt_row.images_per_s / 1e12)
-
-
-def test_peak_precision_per_backend() -> None:
+    cuDNN's TF32 makes the other fp32 rows on the GPU compare with the TF32 peak."""
     saved = torch.backends.cudnn.allow_tf32
     try:
         torch.backends.cudnn.allow_tf32 = True
         cuda, cpu = torch.device("cuda"), torch.device("cpu")
-        assert bench.peak_precision("torch", cuda) == bench.peak_precision("onnxruntime", cuda) == "tf32"
-        assert bench.peak_precision("tensorrt", cuda) == "fp32"
-        assert bench.peak_precision("tensorrt", cpu) == bench.peak_precision("torch", cpu) == "fp32"
+        assert peak_precision(cuda) == "tf32" and peak_precision(cuda, strict_fp32=True) == "fp32"
+        assert peak_precision(cpu) == "fp32" and peak_precision(cuda, "bf16") == "bf16"
     finally:
         torch.backends.cudnn.allow_tf32 = saved
+
+
+def test_an_emulated_precision_is_compared_with_the_fp32_peak() -> None:
+    from exporters.bench.analysis import analyse
+    from exporters.bench.timing import TrainRow
+
+    figures = analyse(tiny(), (3, 8, 8))
+    peak = DevicePeak("cpu", {"fp32": 1e12}, emulated=("bf16",))
+    row = TrainRow(config="bf16", model="m", batch=2)
+    fill_row(row, Timing((0.5,)), figures, peak, "bf16", training=True)
+    assert row.fraction_flops == pytest.approx(3 * 2 * figures.macs * 4 / 1e12)

@@ -1,4 +1,4 @@
-"""How ``xbuild bench`` takes a figure (exporters.bench_timing): percentiles, the timing loop, settings."""
+"""How ``xbuild bench`` takes a figure (exporters.bench.timing, .peaks): the timing loops, settings, peaks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporters.bench_timing import BenchSettings, Timing, measure, percentile
+from exporters.bench.peaks import cpu_peak_from, read_proc_fields
+from exporters.bench.timing import (
+    BenchSettings,
+    Timing,
+    describe_environment,
+    environment,
+    measure,
+    measure_interleaved,
+    percentile,
+)
 from xception_build.errors import UserError
 
 
@@ -36,64 +45,55 @@ def test_timing_percentiles() -> None:
     assert t.p50 == pytest.approx(0.3) and t.p90 == pytest.approx(0.76)
 
 
+def test_measure_interleaved_takes_turns() -> None:
+    events: list[str] = []
+    timings = measure_interleaved({"a": lambda: events.append("a"), "b": lambda: events.append("b")},
+                                  lambda: None, warmup=1, reps=3)
+    assert events == ["a", "b"] + ["a", "b"] * 3  # warm-up each, then round-robin
+    assert {name: len(t.samples) for name, t in timings.items()} == {"a": 3, "b": 3}
+
+
 def test_settings_are_validated() -> None:
-    with pytest.raises(UserError, match="choose from torch, compile, onnxruntime, tensorrt"):
-        BenchSettings(backends=("torch", "tvm"))
+    with pytest.raises(UserError, match="choose from pytorch-cpu, pytorch-cuda"):
+        BenchSettings(backends=("pytorch-cpu", "tvm"))  # type: ignore[arg-type]
+    assert BenchSettings(device="cpu").backends == ("pytorch-cpu", "pytorch-compile-cpu", "onnxruntime-cpu")
     with pytest.raises(UserError, match="positive"):
         BenchSettings(batches=(0,))
 
 
-FAKE_CPUINFO = """processor\t: 0
-model name\t: Fake CPU 9000
-flags\t\t: fpu sse2 avx2 fma
-cpu MHz\t\t: 1000.000
-
-processor\t: 1
-model name\t: Fake CPU 9000
-flags\t\t: fpu sse2 avx2 fma
-cpu MHz\t\t: 3000.000
-"""
+def _cpuinfo(flags: str, mhz: tuple[str, ...] = ("1000.000", "3000.000")) -> dict[str, list[str]]:
+    return {"model name": ["Fake CPU 9000"] * len(mhz), "flags": [flags] * len(mhz), "cpu MHz": list(mhz)}
 
 
-def test_cpuinfo_is_read_by_one_function_for_peak_environment_and_benchmark(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """xception_build.analysis parses /proc files once for all: cpu_peak, bench's environment and
-    benchmarks/onnx_export_speed.py all see the same (here faked) /proc/cpuinfo."""
-    import importlib.util
+def test_proc_files_parse_into_fields(tmp_path: Path) -> None:
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: Fake CPU 9000\ncpu MHz\t\t: 1000.000\n\n"
+                    "processor\t: 1\nmodel name\t: Fake CPU 9000\ncpu MHz\t\t: 3000.000\n")
+    fields = read_proc_fields(str(fake))
+    assert fields["cpu MHz"] == ["1000.000", "3000.000"] and fields["model name"][0] == "Fake CPU 9000"
+    assert read_proc_fields(str(tmp_path / "missing")) == {}
 
+
+def test_cpu_peak_comes_from_the_vector_units_the_cpu_lists() -> None:
+    peak = cpu_peak_from(_cpuinfo("fpu sse2 avx2 fma"), threads=2)
+    assert peak.flops["fp32"] == pytest.approx(2 * 3.0e9 * 32)  # fastest clock, AVX2+FMA
+    assert "3.00 GHz" in peak.source and "AVX2+FMA" in peak.source
+    avx512 = cpu_peak_from(_cpuinfo("avx2 fma avx512f avx512_bf16 avx512_vnni"), threads=1)
+    assert avx512.flops == pytest.approx({"fp32": 3e9 * 64, "bf16": 3e9 * 128, "int8": 3e9 * 256})
+    assert avx512.emulated == ()
+
+
+def test_a_precision_without_instructions_is_emulated_not_given_a_peak() -> None:
+    """No avx512_bf16, no AMX: bf16 runs through fp32 arithmetic (measured 2.2x slower than fp32)."""
+    peak = cpu_peak_from(_cpuinfo("avx2 fma avx512f"), threads=2)
+    assert "bf16" not in peak.flops and "int8" not in peak.flops
+    assert peak.emulated == ("bf16", "int8") and "emulated" in peak.source
+    assert peak.flops_for("bf16") == peak.flops["fp32"]
+
+
+def test_environment_names_the_cpu() -> None:
     import torch
 
-    from exporters.bench_timing import environment
-    from xception_build import analysis
-
-    fake = tmp_path / "cpuinfo"
-    fake.write_text(FAKE_CPUINFO)
-    fields = analysis.read_proc_fields(str(fake))
-    assert fields["cpu MHz"] == ["1000.000", "3000.000"] and fields["model name"][0] == "Fake CPU 9000"
-    assert analysis.read_proc_fields(str(tmp_path / "missing")) == {}
-    monkeypatch.setattr(analysis, "CPUINFO", str(fake))
-
-    peak = analysis.cpu_peak()
-    threads = torch.get_num_threads()
-    assert peak.flops["fp32"] == pytest.approx(threads * 3.0e9 * 32)  # fastest clock, AVX2+FMA
-    assert "3.00 GHz" in peak.source and "AVX2+FMA" in peak.source
-    assert environment(torch.device("cpu"), "test")["device_name"] == "Fake CPU 9000"
-
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "onnx_export_speed.py"
-    spec = importlib.util.spec_from_file_location("onnx_export_speed", script)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if Path("/proc/loadavg").exists() and importlib.util.find_spec("onnxruntime"):
-        assert "Fake CPU 9000" in module.machine()
-
-
-def test_peak_memory_reads_vm_hwm_through_the_same_parser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from exporters import bench_train
-
-    status = tmp_path / "status"
-    status.write_text("Name:\tpython\nVmHWM:\t  123456 kB\nVmRSS:\t  1000 kB\n")
-    real = bench_train.read_proc_fields
-    monkeypatch.setattr(bench_train, "read_proc_fields",
-                        lambda path: real(str(status) if path == "/proc/self/status" else path))
-    assert bench_train._rss_peak() == 123456 * 1024
+    env = environment(torch.device("cpu"), "test")
+    assert env["device_name"] and env["threads"] == torch.get_num_threads()
+    assert str(env["device_name"]) in describe_environment(env)

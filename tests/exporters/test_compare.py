@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from exporters.compare import DEFAULT_TOLERANCES, Comparison, Tolerance, compare, format_table, tolerance_for
+from exporters.verify.compare import DEFAULT_TOLERANCES, Comparison, Tolerance, compare, format_table, tolerance_for
 from xception_build.errors import UserError
 
 FP32, FP16 = DEFAULT_TOLERANCES["fp32"], DEFAULT_TOLERANCES["fp16"]

@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import Result
 
-from exporters.tensorrt_backend import tensorrt_unavailable
+from exporters.tensorrt.engine import tensorrt_unavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 CIFAR = ROOT / "specs" / "xception_cifar.yaml"
@@ -65,7 +63,9 @@ def test_weights_that_do_not_fit(export_copy: Path, digest: Digest, tmp_path: Pa
 def test_unwritable_output_folder(tmp_path: Path, run: Callable[..., Result]) -> None:
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
-    _assert_clean_error(run("export", CIFAR, "--out", blocker / "out"), 2, "cannot write there")
+    _assert_clean_error(run("export", CIFAR, "--out", blocker / "out"), 2,
+                        f"--out {blocker / 'out'}: cannot create a folder there: {blocker} is a file")
+    _assert_clean_error(run("export", CIFAR, "--out", blocker), 2, f"--out {blocker}: is a file, expected a folder")
     assert blocker.read_text() == "not a folder"
 
 
@@ -86,15 +86,14 @@ def test_trt_without_tensorrt_is_exit_3_before_any_work(export_copy: Path, diges
 def test_interrupted_export_leaves_no_truncated_file(export_copy: Path, digest: Digest,
                                                      monkeypatch: pytest.MonkeyPatch,
                                                      run: Callable[..., Result]) -> None:
-    """Die half-way through writing the weights: the previous export is untouched, no temp folder stays."""
-    import xception_build.weights
+    """Die while the weights are being written: the previous export is untouched, no temp folder stays."""
+    import safetensors.torch
 
-    def half_written(model: object, path: Path, *args: object, **kwargs: object) -> None:
-        Path(path).write_bytes(b"\x00" * 1000)
+    def interrupted(*_args: object, **_kwargs: object) -> bytes:
         raise KeyboardInterrupt
 
     before = digest(export_copy)
-    monkeypatch.setattr(xception_build.weights, "save_weights", half_written)
+    monkeypatch.setattr(safetensors.torch, "save", interrupted)
     result = run("export", CIFAR, "--batch", "1:2:4", "--out", export_copy)
     assert result.exit_code == 130 and "interrupted" in result.output  # Ctrl-C: exit 130, not 1
     assert digest(export_copy) == before
@@ -103,19 +102,18 @@ def test_interrupted_export_leaves_no_truncated_file(export_copy: Path, digest: 
 
 def test_interrupted_install_leaves_complete_files_and_no_manifest(
         export_copy: Path, monkeypatch: pytest.MonkeyPatch, run: Callable[..., Result]) -> None:
-    """Die between two renames: every file is whole, and without a manifest verify says so."""
-    import exporters.pipeline
-
+    """Die between two renames into the folder: every file is whole, and without a manifest verify says so."""
     real_replace = os.replace
     calls = []
 
     def replace_then_die(src: str | Path, dst: str | Path) -> None:
-        calls.append(dst)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
+        if Path(dst).parent == export_copy:
+            calls.append(dst)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
         real_replace(src, dst)
 
-    monkeypatch.setattr(exporters.pipeline.os, "replace", replace_then_die)
+    monkeypatch.setattr(os, "replace", replace_then_die)
     result = run("export", CIFAR, "--batch", "1:2:4", "--out", export_copy)
     assert result.exit_code == 130 and "interrupted" in result.output  # Ctrl-C: exit 130, not 1
     monkeypatch.undo()
@@ -137,9 +135,16 @@ def test_help_texts_document_examples_and_exit_codes(run: Callable[..., Result])
             assert code in text, (command, code)
 
 
-def test_export_help_says_onnx_is_always_written(run: Callable[..., Result]) -> None:
-    text = " ".join(run("export", "--help").output.split())
-    assert "--onnx Accepted for clarity and has no effect: model.onnx is always written" in text
+def test_formats_are_chosen_by_onnx_and_trt(tmp_path: Path, run: Callable[..., Result]) -> None:
+    plain = run("export", CIFAR, "--batch", "1:2:4", "--out", tmp_path / "default")
+    explicit = run("export", CIFAR, "--onnx", "--batch", "1:2:4", "--out", tmp_path / "onnx")
+    assert plain.exit_code == explicit.exit_code == 0, plain.output + explicit.output
+    for folder in ("default", "onnx"):
+        names = sorted(p.name for p in (tmp_path / folder).iterdir())
+        assert names == ["manifest.json", "model.onnx", "spec.resolved.yaml", "weights.safetensors"]
+    if tensorrt_unavailable() is not None:  # --trt alone still needs TensorRT: nothing is written
+        trt_only = run("export", CIFAR, "--trt", "--out", tmp_path / "trt")
+        assert trt_only.exit_code == 3 and not (tmp_path / "trt").exists()
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "0", "-1"])
@@ -155,29 +160,28 @@ def test_bad_workspace_size_is_a_clean_user_error(tmp_path: Path, run: Callable[
     (["--opset", "999"], "--opset 999: the dynamo exporter supports opsets 18 to"),
     (["--static-batch", "--batch", "1:2:4"], "--static-batch needs one batch size, got the profile 1:2:4"),
     (["--batch", "8:4:16"], "need 1 <= MIN <= OPT <= MAX"),
+    (["--atol", "-1"], "--atol -1.0: must be a finite number >= 0"),
+    (["--rtol", "nan"], "--rtol nan: must be a finite number >= 0"),
+    (["--workspace-gib", "0"], "--workspace-gib 0.0: must be a finite number > 0"),
 ])
-def test_bad_options_fail_before_any_work_and_create_no_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                run: Callable[..., Result], args: list[str],
-                                                                message: str) -> None:
-    import xception_build
-
-    def too_early(*_args: object, **_kwargs: object) -> None:
-        raise AssertionError("the spec was loaded before the options were checked")
-
-    monkeypatch.setattr(xception_build, "load_spec", too_early)
+def test_bad_options_fail_before_any_work_and_create_no_folder(tmp_path: Path, run: Callable[..., Result],
+                                                                args: list[str], message: str) -> None:
+    """The spec does not exist: an option error, not "file not found", proves options come first."""
     out = tmp_path / "new" / "out"
-    _assert_clean_error(run("export", CIFAR, *args, "--out", out), 2, message)
+    result = run("export", tmp_path / "no_such_spec.yaml", *args, "--out", out)
+    _assert_clean_error(result, 2, message)
+    assert "exporting" not in result.output and "no_such_spec" not in result.output
     assert not (tmp_path / "new").exists()  # "exactly as before": not even an empty folder
 
 
 def test_failed_export_removes_the_folders_it_created(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       run: Callable[..., Result]) -> None:
-    import xception_build.weights
+    import safetensors.torch
 
-    def interrupted(*_args: object, **_kwargs: object) -> None:
+    def interrupted(*_args: object, **_kwargs: object) -> bytes:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(xception_build.weights, "save_weights", interrupted)
+    monkeypatch.setattr(safetensors.torch, "save", interrupted)
     (tmp_path / "existing").mkdir()
     out = tmp_path / "existing" / "new" / "out"
     result = run("export", CIFAR, "--batch", "1:2:4", "--out", out)
@@ -185,50 +189,25 @@ def test_failed_export_removes_the_folders_it_created(tmp_path: Path, monkeypatc
     assert list((tmp_path / "existing").iterdir()) == []  # new/out gone, the folder that was there kept
 
 
-def test_export_computes_the_spec_hash_and_versions_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                         run: Callable[..., Result]) -> None:
-    """ONNX metadata and manifest share one spec_hash / library_versions() / tool_version() call."""
+def test_onnx_metadata_and_manifest_record_the_same_provenance(tmp_path: Path,
+                                                                run: Callable[..., Result]) -> None:
     import onnx
 
-    import exporters.manifest
-    import exporters.pipeline
-    import xception_build.spec
     from exporters.manifest import read_manifest
 
-    calls: Counter[str] = Counter()
-
-    def counted(name: str, function: Callable[..., Any]) -> Callable[..., Any]:
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            calls[name] += 1
-            return function(*args, **kwargs)
-        return wrapper
-
-    monkeypatch.setattr(xception_build.spec, "spec_hash", counted("spec_hash", xception_build.spec.spec_hash))
-    monkeypatch.setattr(exporters.pipeline, "library_versions",
-                        counted("library_versions", exporters.pipeline.library_versions))
-    monkeypatch.setattr(exporters.manifest, "tool_version", counted("tool_version", exporters.manifest.tool_version))
     result = run("export", CIFAR, "--batch", "1:2:4", "--out", tmp_path)
     assert result.exit_code == 0, result.output
-    assert calls == {"spec_hash": 1, "library_versions": 1, "tool_version": 1}
     manifest = read_manifest(tmp_path)
     metadata = {p.key: p.value for p in onnx.load(tmp_path / "model.onnx").metadata_props}
     assert metadata["xbuild.spec_hash"] == manifest.spec.hash
     assert metadata["xbuild.version"] == manifest.tool["version"] == manifest.versions["xception-build"]
 
 
-def test_bench_entry_point_is_bench_cli_itself() -> None:
-    """`bench` is loaded straight from exporters.bench_cli; exporters.cli keeps no fallback copy of it."""
-    import exporters.cli
-
-    assert 'bench = "exporters.bench_cli:bench_command"' in (ROOT / "pyproject.toml").read_text().splitlines()
-    assert not hasattr(exporters.cli, "bench_command")
-
-
-def test_export_and_verify_load_without_bench_cli() -> None:
-    """A missing or broken exporters/bench_cli.py costs `bench` only, with a clean exit 3 from the group."""
+def test_export_and_verify_load_without_the_bench() -> None:
+    """A missing or broken exporters/bench/cli.py costs `bench` only, with a clean exit 3 from the group."""
     code = """
 import sys
-sys.modules["exporters.bench_cli"] = None  # makes the import fail like a missing file
+sys.modules["exporters.bench.cli"] = None  # makes the import fail like a missing file
 from click.testing import CliRunner
 from xception_build.cli import main
 runner = CliRunner()

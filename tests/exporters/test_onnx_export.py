@@ -13,8 +13,8 @@ import pytest
 from click.testing import Result
 from onnx import TensorProto, helper
 
-from exporters.onnx_export import export_onnx, serialize, to_fp16, unfolded_batchnorms
-from exporters.runners import BatchProfile
+from exporters.contract import BatchProfile
+from exporters.onnx.export import export_onnx, serialize, to_fp16, unfolded_batchnorms
 from xception_build import build_model, load_spec
 from xception_build.errors import UserError
 from xception_build.spec import spec_hash
@@ -96,14 +96,14 @@ def test_static_batch(tmp_path: Path, run: Callable[..., Result]) -> None:
 
 def test_one_size_profile_keeps_a_dynamic_graph_held_to_that_size(tmp_path: Path,
                                                                   run: Callable[..., Result]) -> None:
-    from exporters.runners import OnnxRuntimeRunner
+    from exporters.onnx.runtime import OnnxRuntimeRunner
 
     result = run("export", ROOT / "specs" / "xception_cifar.yaml", "--batch", "1", "--out", tmp_path)
     assert result.exit_code == 0, result.output
-    runner = OnnxRuntimeRunner(tmp_path / "model.onnx")
-    assert runner.inputs[0].shape[0] is None and str(runner.profile) == "1:1:1"
-    with pytest.raises(UserError, match="batch 2 is outside the batch profile 1:1:1"):
-        runner.infer({"input": np.zeros((2, 3, 32, 32), dtype=np.float32)})
+    with OnnxRuntimeRunner(tmp_path / "model.onnx") as runner:
+        assert runner.inputs[0].shape[0] is None and str(runner.profile) == "1:1:1"
+        with pytest.raises(UserError, match="batch 2 is outside the batch profile 1:1:1"):
+            runner.infer({"input": np.zeros((2, 3, 32, 32), dtype=np.float32)})
 
 
 def test_static_batch_refuses_a_range() -> None:
@@ -141,13 +141,15 @@ def test_fp16_copy_keeps_fp32_interface_and_verifies(tmp_path: Path, run: Callab
 
 
 def test_fp16_conversion_is_deterministic_and_close_to_fp32(cifar_export: Path, tmp_path: Path) -> None:
-    from exporters.onnx_export import load_onnx
-    from exporters.runners import OnnxRuntimeRunner
+    from exporters.onnx.export import load_onnx
+    from exporters.onnx.runtime import OnnxRuntimeRunner
 
     half = to_fp16(load_onnx(cifar_export / "model.onnx"))
     assert serialize(to_fp16(load_onnx(cifar_export / "model.onnx"))) == serialize(half)
     (tmp_path / "fp16.onnx").write_bytes(serialize(half))
     x = np.random.default_rng(0).standard_normal((2, 3, 32, 32), dtype=np.float32)
-    full = OnnxRuntimeRunner(cifar_export / "model.onnx").infer({"input": x})["logits"]
-    reduced = OnnxRuntimeRunner(tmp_path / "fp16.onnx").infer({"input": x})["logits"]
+    with OnnxRuntimeRunner(cifar_export / "model.onnx") as runner:
+        full = runner.infer({"input": x})["logits"]
+    with OnnxRuntimeRunner(tmp_path / "fp16.onnx") as runner:
+        reduced = runner.infer({"input": x})["logits"]
     assert 0 < np.abs(full - reduced).max() < 1e-2 * np.abs(full).max()

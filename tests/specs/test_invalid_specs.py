@@ -64,11 +64,11 @@ def _read_case(file: Path) -> Case:
 
 CASES = [_read_case(file) for file in sorted(CORPUS.glob("*.yaml"))]
 
-# One corpus file per kind of error the issue names (and a few more); deleting one fails here.
+# One corpus file per kind of spec error users meet; deleting one fails here.
 REQUIRED_KINDS = {
     "malformed_unclosed_list", "malformed_tab_indent", "malformed_two_documents", "empty", "not_a_mapping",
     "duplicate_key", "python_tag", "python_tag_mapping", "recursive_alias", "merge_key", "mapping_as_key",
-    "unknown_key", "unknown_top_level_key", "unknown_block_kind", "wrong_kind_in_stem", "invalid_choice",
+    "unknown_key", "unknown_top_level_key", "unknown_block_kind", "unknown_kind_in_stem", "invalid_choice",
     "wrong_type_int", "wrong_type_bool", "wrong_type_float_in_channel_list", "wrong_type_union",
     "wrong_type_section", "missing_required_key", "missing_block_channels", "non_positive_repeat",
     "non_positive_reps", "non_positive_channels", "non_positive_input_size", "out_of_range", "not_finite",

@@ -1,43 +1,27 @@
-"""The registry of block kinds: name -> (spec model, plan, build).
+"""The registry of block kinds: ``kind:`` name -> :class:`~.base.BlockKind` object.
 
-To add a kind, write one module beside this one with ``NAME``, ``SPEC_MODEL``, ``plan`` and
-``build``, and list it in ``_KIND_MODULES``. Nothing else (spec, planner, builder) changes.
+To add a kind, write one module beside this one with a ``BlockKind`` subclass (its spec model,
+``plan`` and ``build``) and list its instance in :data:`BLOCK_KINDS`. Nothing else (spec, planner,
+builder) changes; it may then be used in ``stem`` lists and ``blocks`` lists alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from types import ModuleType
 from typing import Any
 
-from pydantic import BaseModel
+from .base import BlockKind, BlockPlan, BlockSpecModel, PlanContext, Shape
+from .conv import CONV
+from .xception import XCEPTION
 
-from . import conv, xception
-from .base import BlockPlan, PlanContext, Shape
+BLOCK_KINDS: dict[str, BlockKind[Any, Any]] = {kind.name: kind for kind in (XCEPTION, CONV)}
 
-_KIND_MODULES: tuple[ModuleType, ...] = (xception, conv)
-
-
-@dataclass(frozen=True)
-class RegisteredKind:
-    name: str
-    spec_model: type[BaseModel]
-    module: ModuleType
-
-    def plan(self, spec: Any, options: Any, in_shape: Shape, ctx: PlanContext) -> BlockPlan:
-        return self.module.plan(spec, options, in_shape, ctx)  # type: ignore[no-any-return]
-
-    def build(self, config: Any) -> Any:
-        return self.module.build(config)
+#: the kind an entry has when it does not say ``kind:``, by where it stands in a flow
+DEFAULT_KIND = {"stem": CONV.name, "blocks": XCEPTION.name}
 
 
-BLOCK_KINDS: dict[str, RegisteredKind] = {
-    module.NAME: RegisteredKind(module.NAME, module.SPEC_MODEL, module) for module in _KIND_MODULES
-}
+def kind_of(spec: BlockSpecModel) -> BlockKind[Any, Any]:
+    return BLOCK_KINDS[spec.kind]
 
 
-def kind_of(spec: BaseModel) -> RegisteredKind:
-    return BLOCK_KINDS[spec.kind]  # type: ignore[attr-defined]
-
-
-__all__ = ["BLOCK_KINDS", "BlockPlan", "PlanContext", "RegisteredKind", "Shape", "kind_of"]
+__all__ = ["BLOCK_KINDS", "DEFAULT_KIND", "BlockKind", "BlockPlan", "BlockSpecModel", "PlanContext", "Shape",
+           "kind_of"]

@@ -1,21 +1,24 @@
 """What every block kind provides, and the arithmetic they share (shapes, parameters, MACs).
 
-A block kind is one file under ``xception_build/blocks/``: its spec schema (a pydantic model),
-a ``plan`` step that works out channels, shapes, parameters and MACs with no tensors, and a
-``build`` step that turns that plan into modules. Registering it in ``blocks/__init__.py`` is
-all it takes for specs, the planner and the builder to know it.
+A block kind is one file under ``xception_build/blocks/``: a :class:`BlockKind` object with its
+spec schema (a pydantic model), a ``plan`` step that works out channels, shapes, parameters and
+MACs with no tensors, and a ``build`` step that turns that plan into modules. Listing the object
+in ``blocks/__init__.py`` is all it takes for specs (stems and blocks alike), the planner and the
+builder to know it. torch is imported only by ``build``, so specs validate and plan without it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Generic, NoReturn, Protocol, TypeVar
 
-from pydantic import BaseModel
-from torch import nn
+from pydantic import Field
 
-from ..options import ResolvedOptions
+from ..options import BlockOptions, ResolvedOptions, StrictModel
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -37,7 +40,7 @@ class Shape:
 class BlockPlan:
     """A block kind's answer to planning: its build config and its static costs."""
 
-    config: Any  # a frozen dataclass of the kind's own; `build` receives it back
+    config: object  # a frozen dataclass of the kind's own; its `build` receives it back
     out_shape: Shape
     params: int
     macs: int
@@ -53,11 +56,41 @@ class PlanContext(Protocol):
     def fail(self, message: str, field: str | None = None, hint: str | None = None) -> NoReturn: ...
 
 
-class BlockKind(Protocol):
+class BlockSpecModel(StrictModel):
+    """What every kind's spec model has besides its own fields: ``kind`` (each model narrows it to
+    ``Literal["<name>"]``) and ``repeat``."""
+
+    kind: str
+    repeat: int = Field(default=1, gt=0, description="identical copies of this entry in a row")
+
+
+SpecT = TypeVar("SpecT", bound=BlockSpecModel)
+ConfigT = TypeVar("ConfigT")
+
+
+class BlockKind(ABC, Generic[SpecT, ConfigT]):
+    """One kind of block: ``kind: <name>`` in a spec. Subclass it in one file and register an instance.
+
+    ``spec_model`` must have a ``kind: Literal["<name>"]`` field: that is how a spec entry picks it.
+    """
+
     name: str
-    spec_model: type[BaseModel]
-    plan: Callable[[Any, ResolvedOptions, Shape, PlanContext], BlockPlan]
-    build: Callable[[Any], nn.Module]
+    spec_model: type[SpecT]
+
+    def options_layer(self, spec: SpecT) -> BlockOptions | None:
+        """The entry's own layer of the ``defaults`` cascade (spec, then flow, then entry).
+
+        A kind whose model extends :class:`BlockOptions` is such a layer itself; others override
+        this to say which of their fields take part (or return ``None``: defaults only)."""
+        return spec if isinstance(spec, BlockOptions) else None
+
+    @abstractmethod
+    def plan(self, spec: SpecT, options: ResolvedOptions, in_shape: Shape, ctx: PlanContext) -> BlockPlan:
+        """Channels, output shape, parameters and MACs of one block, and the config ``build`` takes."""
+
+    @abstractmethod
+    def build(self, config: ConfigT) -> nn.Module:
+        """The modules of one planned block (``config`` is what :meth:`plan` put in its ``BlockPlan``)."""
 
 
 # Far beyond any real layer (the widest shipped layer has 2,048 channels), and small enough for every

@@ -7,19 +7,21 @@ bare convolution, as in the stem of timm's pre-activation ``xception41p``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field, field_validator
-from torch import nn
 
-from ..layers import NamedSequential, make_activation, make_norm
-from ..options import ActivationName, NormOverride, ResolvedOptions, StrictModel
-from .base import BlockPlan, PlanContext, Shape, check_range, conv_costs, norm_params
+from ..activations import ActivationName, ActivationSetting
+from ..options import BlockOptions, NormOverride, ResolvedOptions
+from .base import BlockKind, BlockPlan, BlockSpecModel, PlanContext, Shape, check_range, conv_costs, norm_params
 
-ConvLayoutToken = Literal["conv", "norm", "act", "relu", "relu6", "elu", "gelu", "silu"]
+if TYPE_CHECKING:
+    from torch import nn
+
+ConvLayoutToken = Literal["conv", "norm", "act", ActivationName]
 
 
-class ConvBlockSpec(StrictModel):
+class ConvBlockSpec(BlockSpecModel):
     kind: Literal["conv"] = "conv"
     out: int = Field(gt=0, description="output channels")
     kernel: int = Field(default=3, gt=0)
@@ -27,9 +29,8 @@ class ConvBlockSpec(StrictModel):
     padding: int | None = Field(default=None, ge=0, description="default: kernel // 2")
     bias: bool = False
     layout: list[ConvLayoutToken] = ["conv", "norm", "act"]
-    activation: ActivationName | None = None
+    activation: ActivationSetting | None = None
     norm: NormOverride | None = None
-    repeat: int = Field(default=1, gt=0)
 
     @field_validator("layout")
     @classmethod
@@ -54,46 +55,56 @@ class ConvConfig:
     norm_momentum: float
 
 
-def plan(spec: ConvBlockSpec, options: ResolvedOptions, in_shape: Shape, ctx: PlanContext) -> BlockPlan:
-    check_range(ctx, "out", spec.out, "out channels")
-    check_range(ctx, "kernel", spec.kernel, "kernel")
-    check_range(ctx, "stride", spec.stride, "stride")
-    if spec.padding is not None:
-        check_range(ctx, "padding", spec.padding, "padding")
-    out_channels = ctx.scale_channels(spec.out)
-    padding = spec.kernel // 2 if spec.padding is None else spec.padding
-    ops = tuple(options.activation if token == "act" else token for token in spec.layout)
-    ops = tuple(op for op in ops if op != "none")
-    out_shape, params, macs = conv_costs(in_shape, out_channels, spec.kernel, spec.stride, padding,
-                                         bias=spec.bias)
-    if out_shape.height <= 0 or out_shape.width <= 0:
-        ctx.fail(f"the input ({in_shape}) is too small for kernel {spec.kernel}, stride {spec.stride}, "
-                 f"padding {padding}: the output would be {out_shape.height}x{out_shape.width}", "kernel")
-    norm_at = ops.index("conv")
-    norm_channels = [out_channels if i > norm_at else in_shape.channels for i, op in enumerate(ops) if op == "norm"]
-    params += sum(norm_params(c) for c in norm_channels)
-    config = ConvConfig(in_shape.channels, out_channels, spec.kernel, spec.stride, padding, spec.bias, ops,
-                        options.norm_eps, options.norm_momentum)
-    return BlockPlan(config, out_shape, params, macs)
+class ConvKind(BlockKind[ConvBlockSpec, ConvConfig]):
+    name = "conv"
+    spec_model = ConvBlockSpec
+
+    def options_layer(self, spec: ConvBlockSpec) -> BlockOptions:
+        return BlockOptions(activation=spec.activation, norm=spec.norm)
+
+    def plan(self, spec: ConvBlockSpec, options: ResolvedOptions, in_shape: Shape, ctx: PlanContext) -> BlockPlan:
+        check_range(ctx, "out", spec.out, "out channels")
+        check_range(ctx, "kernel", spec.kernel, "kernel")
+        check_range(ctx, "stride", spec.stride, "stride")
+        if spec.padding is not None:
+            check_range(ctx, "padding", spec.padding, "padding")
+        out_channels = ctx.scale_channels(spec.out)
+        padding = spec.kernel // 2 if spec.padding is None else spec.padding
+        ops = tuple(options.activation if token == "act" else token for token in spec.layout)
+        ops = tuple(op for op in ops if op != "none")
+        out_shape, params, macs = conv_costs(in_shape, out_channels, spec.kernel, spec.stride, padding,
+                                             bias=spec.bias)
+        if out_shape.height <= 0 or out_shape.width <= 0:
+            ctx.fail(f"the input ({in_shape}) is too small for kernel {spec.kernel}, stride {spec.stride}, "
+                     f"padding {padding}: the output would be {out_shape.height}x{out_shape.width}", "kernel")
+        norm_at = ops.index("conv")
+        norm_channels = [out_channels if i > norm_at else in_shape.channels
+                         for i, op in enumerate(ops) if op == "norm"]
+        params += sum(norm_params(c) for c in norm_channels)
+        config = ConvConfig(in_shape.channels, out_channels, spec.kernel, spec.stride, padding, spec.bias, ops,
+                            options.norm_eps, options.norm_momentum)
+        return BlockPlan(config, out_shape, params, macs)
+
+    def build(self, config: ConvConfig) -> nn.Module:
+        from torch import nn
+
+        from ..layers import NamedSequential, make_activation, make_norm
+
+        layers: list[tuple[str, nn.Module | None]] = []
+        channels = config.in_channels
+        after_conv = False
+        for op in config.ops:
+            if op == "conv":
+                layers.append(("conv", nn.Conv2d(config.in_channels, config.out_channels, config.kernel,
+                                                 config.stride, config.padding, bias=config.bias)))
+                channels = config.out_channels
+                after_conv = True
+            elif op == "norm":
+                layers.append(("norm", make_norm(channels, config.norm_eps, config.norm_momentum)))
+            else:
+                # In place only on the conv's own output: before it, the tensor is the caller's input.
+                layers.append(("act", make_activation(op, inplace=after_conv)))
+        return NamedSequential(layers)
 
 
-def build(config: ConvConfig) -> nn.Module:
-    layers: list[tuple[str, nn.Module | None]] = []
-    channels = config.in_channels
-    after_conv = False
-    for op in config.ops:
-        if op == "conv":
-            layers.append(("conv", nn.Conv2d(config.in_channels, config.out_channels, config.kernel,
-                                             config.stride, config.padding, bias=config.bias)))
-            channels = config.out_channels
-            after_conv = True
-        elif op == "norm":
-            layers.append(("norm", make_norm(channels, config.norm_eps, config.norm_momentum)))
-        else:
-            # In place only on the conv's own output: before it, the tensor is the caller's input.
-            layers.append(("act", make_activation(op, inplace=after_conv)))
-    return NamedSequential(layers)
-
-
-NAME = "conv"
-SPEC_MODEL = ConvBlockSpec
+CONV = ConvKind()

@@ -15,22 +15,32 @@ last depthwise conv) and the pre-activation modules (``xception41p/65p``), throu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import Field
-from torch import nn
 
-from ..layers import NamedSequential, ResidualBlock, make_activation, make_norm
 from ..options import BlockOptions, ResolvedOptions
-from .base import MAX_REPS, BlockPlan, PlanContext, Shape, check_range, conv_costs, norm_params
+from .base import (
+    MAX_REPS,
+    BlockKind,
+    BlockPlan,
+    BlockSpecModel,
+    PlanContext,
+    Shape,
+    check_range,
+    conv_costs,
+    norm_params,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
-class XceptionBlockSpec(BlockOptions):
+class XceptionBlockSpec(BlockOptions, BlockSpecModel):
     kind: Literal["xception"] = "xception"
     out: int | list[int] = Field(description="channels of each separable conv, or one count with reps")
     reps: int | None = Field(default=None, gt=0, description="number of separable convs")
     stride: int = Field(default=1, gt=0)
-    repeat: int = Field(default=1, gt=0, description="identical copies of this block in a row")
 
 
 @dataclass(frozen=True)
@@ -81,7 +91,7 @@ def _channel_list(spec: XceptionBlockSpec, options: ResolvedOptions, in_channels
     return [in_channels] * (spec.reps - 1) + [out]
 
 
-def plan(spec: XceptionBlockSpec, options: ResolvedOptions, in_shape: Shape, ctx: PlanContext) -> BlockPlan:
+def _plan(spec: XceptionBlockSpec, options: ResolvedOptions, in_shape: Shape, ctx: PlanContext) -> BlockPlan:
     check_range(ctx, "stride", spec.stride, "stride")
     channels = _channel_list(spec, options, in_shape.channels, ctx)
     depthwise_stride = options.downsample == "depthwise"
@@ -133,6 +143,10 @@ _SLOTS = ("pre", "dw", "pw")  # what comes before dw, between dw and pw, after p
 
 
 def _build_separable(conv: SepConvConfig, config: XceptionConfig, reads_block_input: bool) -> nn.Module:
+    from torch import nn
+
+    from ..layers import NamedSequential, make_activation, make_norm
+
     layers: list[tuple[str, nn.Module | None]] = []
     slot, channels = 0, conv.in_channels
     for op in conv.ops:
@@ -151,7 +165,11 @@ def _build_separable(conv: SepConvConfig, config: XceptionConfig, reads_block_in
     return NamedSequential(layers)
 
 
-def build(config: XceptionConfig) -> nn.Module:
+def _build(config: XceptionConfig) -> nn.Module:
+    from torch import nn
+
+    from ..layers import NamedSequential, ResidualBlock, make_activation, make_norm
+
     main: list[tuple[str, nn.Module | None]] = [
         (f"sep{i + 1}", _build_separable(conv, config, reads_block_input=conv.first_in_block))
         for i, conv in enumerate(config.convs)]
@@ -175,5 +193,16 @@ def build(config: XceptionConfig) -> nn.Module:
     return ResidualBlock(NamedSequential(main), shortcut, preact)
 
 
-NAME = "xception"
-SPEC_MODEL = XceptionBlockSpec
+class XceptionKind(BlockKind[XceptionBlockSpec, XceptionConfig]):
+    name = "xception"
+    spec_model = XceptionBlockSpec
+
+    def plan(self, spec: XceptionBlockSpec, options: ResolvedOptions, in_shape: Shape,
+             ctx: PlanContext) -> BlockPlan:
+        return _plan(spec, options, in_shape, ctx)
+
+    def build(self, config: XceptionConfig) -> nn.Module:
+        return _build(config)
+
+
+XCEPTION = XceptionKind()

@@ -21,21 +21,30 @@ import logging
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import onnx
 from google.protobuf.message import DecodeError
 
-from exporters.runners import INPUT_NAME, OUTPUT_NAME, BatchProfile
+from exporters.contract import (
+    INPUT_NAME,
+    META_BATCH_PROFILE,
+    META_PRECISION,
+    OUTPUT_NAME,
+    BatchProfile,
+    Precision,
+)
 from xception_build.errors import UserError
+
+if TYPE_CHECKING:
+    from torch import nn
 
 DEFAULT_OPSET = 18
 #: protobuf's hard limit; bigger models would need ONNX external data
 _PROTO_LIMIT = 2**31 - 1
-PROFILE_KEY = "xbuild.batch_profile"
 
 
-def export_onnx(model: Any, input_size: Sequence[int], *, profile: BatchProfile, static_batch: bool = False,
+def export_onnx(model: nn.Module, input_size: Sequence[int], *, profile: BatchProfile, static_batch: bool = False,
                 opset: int = DEFAULT_OPSET, metadata: Mapping[str, str] | None = None,
                 producer_version: str = "") -> onnx.ModelProto:
     """Export ``model`` (put in eval mode) to a checked, self-contained, deterministic ModelProto."""
@@ -58,7 +67,7 @@ def export_onnx(model: Any, input_size: Sequence[int], *, profile: BatchProfile,
         raise RuntimeError("torch.onnx.export returned no ONNXProgram")
     proto = program.model_proto
     _make_deterministic(proto, producer_version)
-    set_metadata(proto, {**(metadata or {}), PROFILE_KEY: str(profile)})
+    set_metadata(proto, {**(metadata or {}), META_BATCH_PROFILE: str(profile)})
     left = unfolded_batchnorms(proto)
     if left:  # an exporter regression, not a user error: fail loudly
         raise RuntimeError(f"BatchNormalization still follows a Conv after export: {left[:5]}")
@@ -141,16 +150,20 @@ def read_profile(metadata: Mapping[str, str], input_shape: Sequence[int | None])
     """The batch profile an ONNX file declares: its static batch, else its ``xbuild.batch_profile``."""
     if input_shape and isinstance(input_shape[0], int) and input_shape[0] > 0:
         return BatchProfile(input_shape[0], input_shape[0], input_shape[0])
-    text = metadata.get(PROFILE_KEY)
+    text = metadata.get(META_BATCH_PROFILE)
     return BatchProfile.parse(text) if text else None
 
 
-def precision_of(proto: onnx.ModelProto) -> str:
+def onnx_precision(proto: onnx.ModelProto) -> Precision:
     """``fp16`` when the weights are half precision, else ``fp32``: picks the tolerance."""
     from onnx import TensorProto
 
     types = {t.data_type for t in proto.graph.initializer}
     return "fp16" if TensorProto.FLOAT16 in types and TensorProto.FLOAT not in types else "fp32"
+
+
+def metadata_of(proto: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in proto.metadata_props}
 
 
 def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
@@ -187,7 +200,7 @@ def to_fp16(proto: onnx.ModelProto) -> onnx.ModelProto:
     graph.node.extend(nodes)
     del graph.value_info[:]
     out = onnx.shape_inference.infer_shapes(out, strict_mode=True)
-    set_metadata(out, {"xbuild.precision": "fp16"})
+    set_metadata(out, {META_PRECISION: "fp16"})
     check(out)
     return out
 

@@ -1,4 +1,4 @@
-"""Analytic figures (xception_build.analysis): counts checked by hand and against the plan."""
+"""Analytic figures (exporters.bench.analysis): counts checked by hand and against the plan."""
 
 from __future__ import annotations
 
@@ -8,19 +8,12 @@ import pytest
 import torch
 from torch import nn
 
+from exporters.bench.analysis import AnalyticFigures, analyse, fraction_of_peak
+from exporters.bench.peaks import DevicePeak, cpu_peak, gpu_peak, peak_precision
 from xception_build import build_model
-from xception_build.analysis import (
-    AnalyticFigures,
-    DevicePeak,
-    analyse,
-    cpu_peak,
-    fraction_of_peak,
-    gpu_peak,
-    precision_of,
-)
 
 # Not from conftest: tests/exporters/ has its own conftest module of the same name.
-SPECS = Path(__file__).resolve().parents[1] / "specs"
+SPECS = Path(__file__).resolve().parents[2] / "specs"
 
 
 def test_hand_counted_macs_and_activations() -> None:
@@ -45,7 +38,7 @@ def test_counts_agree_with_the_plan(spec: str) -> None:
     figures = analyse(model)
     assert figures.macs == model.plan.total_macs
     assert figures.params == model.plan.total_params
-    assert figures.input_size == tuple(model.pretrained_cfg["input_size"])
+    assert figures.input_size == model.plan.input_shape.as_tuple()
 
 
 def test_paper_xception_matches_the_reference_figures() -> None:
@@ -125,12 +118,12 @@ def test_fraction_of_peak() -> None:
 
 
 def test_precision_compared_against() -> None:
-    assert precision_of("cpu") == "fp32" and precision_of("cpu", "bf16") == "bf16"
+    assert peak_precision("cpu") == "fp32" and peak_precision("cpu", "bf16") == "bf16"
     saved = torch.backends.cudnn.allow_tf32
     try:
         torch.backends.cudnn.allow_tf32 = True
-        assert precision_of(torch.device("cuda")) == "tf32"  # cuDNN's default for fp32 convs
+        assert peak_precision(torch.device("cuda")) == "tf32"  # cuDNN's default for fp32 convs
         torch.backends.cudnn.allow_tf32 = False
-        assert precision_of(torch.device("cuda")) == "fp32"
+        assert peak_precision(torch.device("cuda")) == "fp32"
     finally:
         torch.backends.cudnn.allow_tf32 = saved

@@ -11,24 +11,32 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
 
-from exporters.bench_backends import BACKENDS
-from xception_build.analysis import AnalyticFigures, cpu_name, fraction_of_peak
+from exporters.backends import BACKENDS, backends_for
+from exporters.bench.analysis import AnalyticFigures, fraction_of_peak
+from exporters.bench.peaks import DevicePeak, cpu_name
+from exporters.contract import BackendName, Device
 from xception_build.errors import UserError, XBuildError
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 @dataclass(frozen=True)
 class BenchSettings:
-    """What to measure and how hard. Defaults keep a CPU run of the 299×299 net to a few minutes."""
+    """What to measure and how hard. Defaults keep a CPU run of the 299×299 net to a few minutes.
 
-    device: str = "cpu"
+    ``backends`` empty means every backend of ``device`` (:func:`exporters.backends.backends_for`).
+    """
+
+    device: Device = "cpu"
     batches: tuple[int, ...] = (1, 8)
-    backends: tuple[str, ...] = BACKENDS
+    backends: tuple[BackendName, ...] = ()
     warmup: int = 2
     min_reps: int = 5
     max_reps: int = 1000
@@ -42,6 +50,8 @@ class BenchSettings:
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown:
             raise UserError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+        if not self.backends:
+            object.__setattr__(self, "backends", backends_for(self.device))
         if not self.batches or any(b < 1 for b in self.batches):
             raise UserError(f"batch sizes must be positive integers, got {list(self.batches)}")
         if self.min_reps < 1 or self.warmup < 0 or self.budget_s < 0:
@@ -106,27 +116,35 @@ def measure(fn: Callable[[], object], sync: Callable[[], None], *, warmup: int, 
     return Timing(tuple(samples))
 
 
-@dataclass
-class InferenceRow:
-    backend: str
-    batch: int
-    status: str  # ok | unavailable | failed
-    reason: str = ""
-    p50_ms: float | None = None
-    p90_ms: float | None = None
-    min_ms: float | None = None
-    reps: int = 0
-    images_per_s: float | None = None  # batch / p50
-    setup_s: float | None = None  # export / compile / engine build and first call
-    fraction_flops: float | None = None
-    fraction_bandwidth: float | None = None
+def measure_interleaved(calls: dict[str, Callable[[], object]], sync: Callable[[], None], *, warmup: int,
+                        reps: int) -> dict[str, Timing]:
+    """Time several calls round-robin, so that load from other processes on a shared machine falls
+    on every contender alike (for ratios taken side by side in one run)."""
+    for fn in calls.values():
+        for _ in range(warmup):
+            fn()
+    sync()
+    samples: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(reps):
+        for name, fn in calls.items():
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: Timing(tuple(values)) for name, values in samples.items()}
 
 
-@dataclass
-class TrainRow:
-    config: str
-    model: str
-    status: str  # ok | unavailable | skipped | failed
+def describe_environment(env: dict[str, object]) -> str:
+    """One line for a report: device, threads, library versions, load."""
+    return (f"{env['device']} ({env['device_name']}), {env['threads']} torch threads, torch {env['torch']}, "
+            f"onnxruntime {env.get('onnxruntime') or '-'}, load average {env.get('load_average', '-')}")
+
+
+@dataclass(kw_only=True)
+class Row:
+    """What every measured row has: its outcome and the timing figures (None where it did not run)."""
+
+    status: str = "ok"  # ok | unavailable | skipped | failed
     reason: str = ""
     batch: int = 0
     p50_ms: float | None = None
@@ -134,11 +152,24 @@ class TrainRow:
     min_ms: float | None = None
     reps: int = 0
     images_per_s: float | None = None  # batch / p50
-    setup_s: float | None = None
+    setup_s: float | None = None  # export / compile / engine build and first call
+    fraction_flops: float | None = None
+
+
+@dataclass(kw_only=True)
+class InferenceRow(Row):
+    backend: BackendName
+    precision: str = "fp32"  # the artifact's (or model's) precision
+    fraction_bandwidth: float | None = None
+
+
+@dataclass(kw_only=True)
+class TrainRow(Row):
+    config: str
+    model: str
     peak_memory_bytes: int | None = None
     memory_kind: str = ""
     vs_reference: float | None = None  # this row's images/s ÷ the reference's, same config
-    fraction_flops: float | None = None
 
 
 @dataclass
@@ -159,13 +190,13 @@ class BenchReport:
 Progress = Callable[[str], None]
 
 
-def fill_row(row: InferenceRow | TrainRow, timing: Timing, batch: int, figures: AnalyticFigures,
-             peak: object, precision: str, *, training: bool) -> None:
+def fill_row(row: Row, timing: Timing, figures: AnalyticFigures, peak: DevicePeak | None, precision: str, *,
+             training: bool) -> None:
     """Put ``timing`` into ``row`` with the fraction of ``peak`` it reaches (one formula for both tables)."""
     row.p50_ms, row.p90_ms, row.min_ms = 1e3 * timing.p50, 1e3 * timing.p90, 1e3 * timing.best
     row.reps = len(timing.samples)
-    row.images_per_s = batch / timing.p50
-    fractions = fraction_of_peak(figures, row.images_per_s, peak, precision, training=training)  # type: ignore[arg-type]
+    row.images_per_s = row.batch / timing.p50
+    fractions = fraction_of_peak(figures, row.images_per_s, peak, precision, training=training)
     row.fraction_flops = fractions["fraction_flops"]
     if isinstance(row, InferenceRow):
         row.fraction_bandwidth = fractions["fraction_bandwidth"]
@@ -178,6 +209,7 @@ def one_line(exc: BaseException, *, with_type: bool = True) -> str:
     else:
         lines = str(exc).strip().splitlines()
         text = lines[0] if lines else ""
+    text = _ANSI.sub("", text)  # some libraries colour their messages; a table row is plain text
     return (f"{type(exc).__name__}: {text}" if with_type else text)[:400]
 
 

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from exporters.contract import PRECISIONS, Precision
 from xception_build.errors import UserError
+from xception_build.tables import render_table
 
 
 @dataclass(frozen=True)
@@ -38,16 +40,16 @@ class Tolerance:
 #: fp32: PyTorch's own ONNX tests (atol 1e-4, rtol 1e-3). fp16: about 1e-2 absolute is normal
 #: (NVIDIA's guidance), so the elementwise check is looser and top-5 agreement is required instead
 #: of top-1, which flips on near-ties.
-DEFAULT_TOLERANCES: dict[str, Tolerance] = {
+DEFAULT_TOLERANCES: dict[Precision, Tolerance] = {
     "fp32": Tolerance(atol=1e-4, rtol=1e-3, min_cosine=0.9999, min_top1=1.0, min_top5=1.0),
     "fp16": Tolerance(atol=1e-2, rtol=1e-2, min_cosine=0.999, min_top1=0.0, min_top5=1.0),
 }
 
 
-def tolerance_for(precision: str, atol: float | None = None, rtol: float | None = None) -> Tolerance:
+def tolerance_for(precision: Precision, atol: float | None = None, rtol: float | None = None) -> Tolerance:
     """The default tolerance of ``precision`` with ``atol``/``rtol`` overridden where given."""
-    if precision not in DEFAULT_TOLERANCES:
-        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(DEFAULT_TOLERANCES)}")
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     tol = DEFAULT_TOLERANCES[precision]
     for name, value in (("atol", atol), ("rtol", rtol)):
         if value is not None and not (value >= 0 and np.isfinite(value)):
@@ -83,7 +85,7 @@ class Comparison:
     artifact: str
     backend: str
     batch: int
-    precision: str
+    precision: Precision
     tolerance: Tolerance
     outputs: list[OutputComparison]
 
@@ -98,7 +100,7 @@ class Comparison:
 
 
 def compare(reference: Mapping[str, np.ndarray], candidate: Mapping[str, np.ndarray], tolerance: Tolerance, *,
-            artifact: str, backend: str, batch: int, precision: str) -> Comparison:
+            artifact: str, backend: str, batch: int, precision: Precision) -> Comparison:
     """Compare every reference output with the candidate's output of the same name."""
     outputs = []
     for name, ref in reference.items():
@@ -159,15 +161,10 @@ def format_table(comparisons: list[Comparison]) -> str:
     """A fixed-width table: one row per (artifact, backend, batch, output)."""
     header = ("artifact", "backend", "batch", "output", "max_abs", "max_rel", "mean_abs", "cosine",
               "top1", "top5", "result")
-    rows = [header]
-    for c in comparisons:
-        for o in c.outputs:
-            rows.append((c.artifact, c.backend, str(c.batch), o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}",
-                         f"{o.mean_abs:.2e}", f"{o.cosine:.7f}", _pct(o.top1), _pct(o.top5),
-                         "ok" if o.passed else "FAIL"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
-    return "\n".join(lines)
+    rows = [(c.artifact, c.backend, str(c.batch), o.name, f"{o.max_abs:.2e}", f"{o.max_rel:.2e}",
+             f"{o.mean_abs:.2e}", f"{o.cosine:.7f}", _pct(o.top1), _pct(o.top5), "ok" if o.passed else "FAIL")
+            for c in comparisons for o in c.outputs]
+    return "\n".join(render_table(header, rows))
 
 
 def _pct(value: float | None) -> str:

@@ -18,13 +18,13 @@ Conventions (stated, because published figures differ by them):
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from exporters.bench.peaks import DevicePeak
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,10 @@ def analyse(model: nn.Module, input_size: tuple[int, int, int] | None = None) ->
     """
     model = getattr(model, "_orig_mod", model)
     if input_size is None:
-        input_size = tuple(model.pretrained_cfg["input_size"])  # type: ignore[index, union-attr]
+        plan = getattr(model, "plan", None)
+        if plan is None:
+            raise TypeError("analyse() needs input_size for a model that was not compiled from a spec")
+        input_size = plan.input_shape.as_tuple()
     params = sum(p.numel() for p in model.parameters())
     try:
         meta = copy.deepcopy(model).to("meta")
@@ -108,123 +111,14 @@ def _count(model: nn.Module, x: torch.Tensor) -> tuple[int, int]:
     return totals["macs"], totals["elements"]
 
 
-# ------------------------------------------------------------------------------------ device peaks
-
-
-@dataclass(frozen=True)
-class DevicePeak:
-    """Dense (no sparsity) peak FLOP/s per precision and memory bandwidth in bytes/s."""
-
-    name: str
-    flops: dict[str, float] = field(default_factory=dict)  # "fp32", "tf32", "bf16", "fp16"
-    bandwidth: float | None = None
-    source: str = "vendor datasheet, dense"
-
-
-_HOPPER_SXM = {"fp32": 67e12, "tf32": 494.7e12, "bf16": 989.4e12, "fp16": 989.4e12}
-_HOPPER_NVL = {"fp32": 60e12, "tf32": 417.5e12, "bf16": 835.5e12, "fp16": 835.5e12}
-_AMPERE = {"fp32": 19.5e12, "tf32": 156e12, "bf16": 312e12, "fp16": 312e12}
-# (substrings that must all appear in torch.cuda.get_device_name(), peak); first match wins.
-KNOWN_GPUS: tuple[tuple[tuple[str, ...], DevicePeak], ...] = (
-    (("H200",), DevicePeak("NVIDIA H200 SXM", _HOPPER_SXM, 4.8e12)),
-    (("H100", "PCIE"), DevicePeak("NVIDIA H100 PCIe",
-                                  {"fp32": 51e12, "tf32": 378e12, "bf16": 756e12, "fp16": 756e12}, 2.0e12)),
-    (("H100", "NVL"), DevicePeak("NVIDIA H100 NVL", _HOPPER_NVL, 3.9e12)),
-    (("H100",), DevicePeak("NVIDIA H100 SXM", _HOPPER_SXM, 3.35e12)),
-    (("A100", "80GB"), DevicePeak("NVIDIA A100 80GB", _AMPERE, 2.039e12)),
-    (("A100",), DevicePeak("NVIDIA A100 40GB", _AMPERE, 1.555e12)),
-)
-
-
-def gpu_peak(device_name: str) -> DevicePeak | None:
-    """The datasheet peak for a GPU name as torch reports it, or None when it is not in the table."""
-    upper = device_name.upper()
-    for needles, peak in KNOWN_GPUS:
-        if all(n in upper for n in needles):
-            return peak
-    return None
-
-
-#: where Linux lists the CPUs; a module attribute so that tests can point it at a fixture
-CPUINFO = "/proc/cpuinfo"
-
-
-def read_proc_fields(path: str) -> dict[str, list[str]]:
-    """Every ``key: value`` line of a Linux /proc file, values in file order ({} where it cannot be read).
-
-    A key has one value per occurrence: /proc/cpuinfo repeats its keys once per logical CPU.
-    """
-    fields: dict[str, list[str]] = {}
-    try:
-        with open(path) as fh:
-            for line in fh:
-                key, sep, value = line.partition(":")
-                if sep:
-                    fields.setdefault(key.strip(), []).append(value.strip())
-    except (OSError, UnicodeDecodeError):
-        return {}
-    return fields
-
-
-def cpuinfo() -> dict[str, list[str]]:
-    """/proc/cpuinfo as :func:`read_proc_fields` reads it: ``model name``, ``flags``, ``cpu MHz``..."""
-    return read_proc_fields(CPUINFO)
-
-
-def cpu_name() -> str | None:
-    """The CPU model as /proc/cpuinfo names it, or None where it does not (not Linux, some ARM)."""
-    names = cpuinfo().get("model name")
-    return names[0] if names else None
-
-
-def cpu_peak() -> DevicePeak:
-    """An estimate: threads × clock × FLOPs/cycle from the vector units that /proc/cpuinfo lists.
-
-    FLOPs per cycle per core: 2 FMA units × lanes × 2 (AVX-512: 64 fp32, AVX2+FMA: 32, else 8);
-    bf16 with AMX tiles: 1024 MACs = 2048 FLOPs per cycle. Memory bandwidth is not knowable
-    from inside the process, so it is left out (None).
-    """
-    threads = torch.get_num_threads()
-    info = cpuinfo()
-    flags = set(info["flags"][-1].split()) if info.get("flags") else set()
-    mhz = 0.0
-    for value in info.get("cpu MHz", []):
-        with contextlib.suppress(ValueError):
-            mhz = max(mhz, float(value))
-    ghz = mhz / 1000 if mhz else 2.0
-    fp32 = 64 if "avx512f" in flags else 32 if {"avx2", "fma"} <= flags else 8
-    bf16 = 2048 if "amx_bf16" in flags else 128 if "avx512_bf16" in flags else fp32
-    isa = "AVX-512" if fp32 == 64 else "AVX2+FMA" if fp32 == 32 else "SSE"
-    return DevicePeak(f"CPU ({threads} threads, {os.cpu_count()} cores visible)",
-                      {"fp32": threads * ghz * 1e9 * fp32, "bf16": threads * ghz * 1e9 * bf16},
-                      None, f"estimate: {threads} threads × {ghz:.2f} GHz × {fp32} fp32 FLOP/cycle ({isa})"
-                      + (", bf16 via AMX" if "amx_bf16" in flags else ""))
-
-
-def device_peak(device: torch.device | str) -> DevicePeak | None:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return gpu_peak(torch.cuda.get_device_name(device))
-    return cpu_peak()
-
-
-def precision_of(device: torch.device | str, amp: str = "none") -> str:
-    """The peak to compare with: the autocast dtype, else tf32 where cuDNN uses it for fp32 convs."""
-    if amp != "none":
-        return amp
-    if torch.device(device).type == "cuda" and torch.backends.cudnn.allow_tf32:
-        return "tf32"
-    return "fp32"
-
-
 def fraction_of_peak(figures: AnalyticFigures, images_per_s: float, peak: DevicePeak | None,
                      precision: str = "fp32", *, training: bool = False) -> dict[str, float | None]:
     """Achieved FLOP/s and bytes/s from a measured rate, and their fractions of the peak (None: unknown)."""
     factor = 3 if training else 1
-    figures = figures.at(2 if precision in ("bf16", "fp16") else 4)
+    figures = figures.at({"int8": 1, "bf16": 2, "fp16": 2}.get(precision, 4))
     flops = factor * figures.flops * images_per_s
     traffic = factor * figures.activation_bytes * images_per_s
-    peak_flops = peak.flops.get(precision, peak.flops.get("fp32")) if peak else None
+    peak_flops = peak.flops_for(precision) if peak else None
     return {
         "achieved_flops": flops,
         "fraction_flops": flops / peak_flops if peak_flops else None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from exporters.verify import VerificationResult
+from exporters.verify.checks import VerificationResult
 from xception_build.errors import UserError
 from xception_build.files import atomic_write
 

@@ -1,83 +1,68 @@
-"""``xbuild bench``: parse options, run :func:`exporters.bench.bench_spec`, print a table (and JSON).
+"""``xbuild bench``: parse options, run :func:`exporters.bench.run.bench_spec`, print a table (or JSON).
 
-Thin on purpose (click style): the measuring is in :mod:`exporters.bench` and the modules it uses;
-errors are raised as :class:`XBuildError` and turned into a message and exit code by the ``xbuild``
-group.
+Thin on purpose (click style): the measuring is in :mod:`exporters.bench.run` and the modules it
+uses; errors are raised as :class:`XBuildError` and turned into a message and exit code by the
+``xbuild`` group.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 import click
 
-from exporters.bench import bench_spec, count_tasks
-from exporters.bench_backends import BACKENDS
-from exporters.bench_timing import BenchReport, BenchSettings
-from xception_build.cli import EXIT_CODES_HELP, set_option
-from xception_build.errors import UserError
+from exporters.backends import backends_for
+from exporters.bench.run import bench_spec, count_tasks
+from exporters.bench.timing import BenchReport, BenchSettings, describe_environment
+from exporters.contract import BackendName, BatchSelection, Device
+from exporters.options import backend_option, batch_option
+from xception_build.cli import EXIT_CODES_HELP, json_option, set_option
+from xception_build.tables import render_table
 
 _EPILOG = """\b
 Examples:
   xbuild bench specs/xception.yaml --device cpu
-  xbuild bench specs/xception.yaml --device cuda --batch 1,8,64 --train --json bench.json
-  xbuild bench specs/xception_cifar.yaml --device cpu --backends torch,compile --train
+  xbuild bench specs/xception.yaml --device cuda --batch 1,8,64 --train --json > bench.json
+  xbuild bench specs/xception_cifar.yaml --backend pytorch-cpu,pytorch-compile-cpu --train
 
 \b
 Backends this machine lacks (TensorRT without a GPU, timm for the reference rows) are listed
-as unavailable with the reason. Timings are wall-clock per call after warm-up, with the device
-synchronised; each row repeats until --min-reps calls and --budget seconds have passed.
+as unavailable with the reason; when none of the requested backends can run, the exit code is 3.
+Timings are wall-clock per call after warm-up, with the device synchronised; each row repeats
+until --min-reps calls and --budget seconds have passed.
 
 """ + EXIT_CODES_HELP
 
 
-def _batches(text: str) -> tuple[int, ...]:
-    try:
-        values = tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        values = ()
-    if not values or any(v < 1 for v in values):
-        raise UserError(f"--batch {text!r}: expected comma-separated positive integers, e.g. 1,8,64")
-    return values
-
-
-def _backends(text: str) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
-    unknown = [n for n in names if n not in BACKENDS]
-    if unknown or not names:
-        raise UserError(f"--backends {text!r}: unknown {', '.join(unknown) or '(none given)'}; "
-                        f"choose from {', '.join(BACKENDS)}")
-    return names
-
-
-@click.command("bench", epilog=_EPILOG)
+@click.command("bench", short_help="Measure latency, throughput and training speed per backend.", epilog=_EPILOG)
 @click.argument("spec")
 @click.option("--weights", default=None, metavar="FILE",
               help="Weights to load (speed does not depend on them).")
 @set_option
-@click.option("--batch", "batch_text", default=None, metavar="N,N,...",
-              help="Batch sizes.  [default: 1,8 on cpu; 1,8,64 on cuda]")
+@batch_option("Batch sizes to measure.  [default: 1,8 on cpu; 1,8,64 on cuda]")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default=None,
-              help="Where to run.  [default: cuda when visible, else cpu]")
-@click.option("--backends", "backend_text", default=",".join(BACKENDS), show_default=True,
-              help="Comma-separated inference backends.")
+              help="Device of the training rows and of the default backends.  [default: cuda when visible, "
+                   "else cpu]")
+@backend_option("Inference backends to measure (default: every backend of --device).")
 @click.option("--train", is_flag=True,
               help="Also time training steps (fp32, bf16/fp16, channels_last, compile, all).")
-@click.option("--train-batch", type=int, default=None,
+@click.option("--train-batch", type=click.IntRange(min=1), default=None,
               help="Batch of the training rows.  [default: largest --batch]")
 @click.option("--no-reference", is_flag=True, help="Skip timm legacy_xception rows in --train.")
-@click.option("--json", "json_path", default=None, metavar="FILE", help="Also write every figure as JSON.")
-@click.option("--budget", type=float, default=1.0, show_default=True, help="Seconds of timed calls per row.")
-@click.option("--min-reps", type=int, default=5, show_default=True, help="Timed calls per row, at least.")
-@click.option("--warmup", type=int, default=2, show_default=True, help="Untimed calls before timing.")
-@click.option("--threads", type=int, default=None,
+@json_option
+@click.option("--budget", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Seconds of timed calls per row.")
+@click.option("--min-reps", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed calls per row, at least.")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Untimed calls before timing.")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
               help="CPU threads for torch and onnxruntime.  [default: their own defaults]")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
-def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], batch_text: str | None,
-                  device: str | None, backend_text: str, train: bool, train_batch: int | None,
-                  no_reference: bool, json_path: str | None, budget: float, min_reps: int, warmup: int,
+def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], batch: BatchSelection | None,
+                  device: Device | None, backends: tuple[BackendName, ...], train: bool, train_batch: int | None,
+                  no_reference: bool, as_json: bool, budget: float, min_reps: int, warmup: int,
                   threads: int | None, no_progress: bool) -> None:
     """Measure inference latency/throughput per backend and batch (and training speed with --train).
 
@@ -88,10 +73,8 @@ def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], ba
     from tqdm.auto import tqdm
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    batches = _batches(batch_text or ("1,8,64" if device == "cuda" else "1,8"))
-    if train_batch is not None and train_batch < 1:
-        raise UserError(f"--train-batch {train_batch}: expected a positive integer")
-    settings = BenchSettings(device=device, batches=batches, backends=_backends(backend_text),
+    sizes = batch.sizes if batch is not None else ((1, 8, 64) if device == "cuda" else (1, 8))
+    settings = BenchSettings(device=device, batches=sizes, backends=backends or backends_for(device),
                              warmup=warmup, min_reps=min_reps, budget_s=budget, train=train,
                              train_batch=train_batch, reference=not no_reference, threads=threads)
     bar = tqdm(total=count_tasks(settings), file=sys.stderr, disable=no_progress, unit="row", leave=False)
@@ -107,13 +90,7 @@ def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], ba
         report = bench_spec(spec, settings, overrides=overrides, weights=weights, on_task=on_task)
     finally:
         bar.close()
-    click.echo(format_report(report))
-    if json_path:
-        try:
-            Path(json_path).write_text(json.dumps(report.to_dict(), indent=2) + "\n")
-        except OSError as exc:
-            raise UserError(f"--json {json_path}: cannot write: {exc.strerror}") from exc
-        click.echo(f"wrote {json_path}")
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
 
 
 # ------------------------------------------------------------------------------------- formatting
@@ -137,32 +114,29 @@ def _ms(value: float | None) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    """Aligned columns; a row of three cells (key, key, note) prints the note across the rest."""
-    full = [r for r in [header, *rows] if len(r) == len(header)]
-    widths = [max(len(r[i]) for r in full) for i in range(len(header))]
-    fmt = "  ".join(f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths))
-    lead = "  ".join(f"{{:<{w}}}" for w in widths[:2])
-    return [fmt.format(*r).rstrip() if len(r) == len(header) else f"{lead.format(*r[:2])}  {r[2]}"
-            for r in [header, *rows]]
+    """Names left, figures right; a row of three cells (key, key, note) prints the note across the rest."""
+    return render_table(header, rows, right=range(2, len(header)))
 
 
 def format_report(report: BenchReport) -> str:
     """The human-readable report: environment, analytic figures, inference and training tables."""
     env, an, peak = report.environment, report.analytic, report.peak
     lines = [f"xbuild bench {env.get('label', '')}",
-             f"device: {env['device']} ({env['device_name']}), {env['threads']} torch threads, "
-             f"torch {env['torch']}, onnxruntime {env.get('onnxruntime') or '-'}, "
-             f"load average {env.get('load_average', '-')}",
+             f"device: {describe_environment(env)}",
              f"analytic per image at {an['input_size']}: {_si(an['params'])} params "  # type: ignore[arg-type]
              f"({_si(an['param_bytes'], 'B')} fp32), {_si(an['macs'], 'MAC')}, "  # type: ignore[arg-type]
              f"activations {_si(an['activation_bytes'], 'B')}, "  # type: ignore[arg-type]
              f"arithmetic intensity {an['arithmetic_intensity']:.1f} FLOP/B"]
     if peak:
         flops = ", ".join(f"{k} {_si(v, 'FLOP/s')}" for k, v in peak["flops"].items())  # type: ignore[attr-defined]
+        emulated = peak.get("emulated") or ()
         lines.append(f"peak: {peak['name']}: {flops}; bandwidth {_si(peak['bandwidth'], 'B/s')} "  # type: ignore[arg-type]
                      f"({peak['source']})")
+        if emulated:
+            lines.append(f"      {', '.join(emulated)} (emulated here): compared with the fp32 peak; "  # type: ignore[arg-type]
+                         "expect it slower than fp32")
     else:
-        lines.append("peak: this GPU is not in the table (xception_build.analysis.KNOWN_GPUS): no % of peak")
+        lines.append("peak: this GPU is not in the table (exporters.bench.peaks.KNOWN_GPUS): no % of peak")
     rows = []
     for r in report.inference:
         if r.status != "ok":

@@ -9,18 +9,19 @@ arbitrary scale. Export and ``verify --onnx`` build it here, so both see the sam
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from xception_build import build_model
+from xception_build.builder import build_model
 from xception_build.calibration import calibrate_batchnorm, seeded_inputs
+from xception_build.model import XceptionNet
+from xception_build.spec import Spec
 from xception_build.weights import load_weights
 
 
-def reference_model(spec: Any, weights: str | Path | None, seed: int) -> Any:
+def reference_model(spec: Spec, weights: str | Path | None, seed: int) -> XceptionNet:
     """An eval-mode ``XceptionNet`` for ``spec`` with ``weights``, or calibrated seeded weights."""
     model = build_model(spec, seed=seed)
     if weights is not None:
         load_weights(model, weights)
     else:
-        calibrate_batchnorm(model, seeded_inputs(tuple(model.pretrained_cfg["input_size"]), seed=seed))
+        calibrate_batchnorm(model, seeded_inputs(model.plan.input_shape.as_tuple(), seed=seed))
     return model.eval()

@@ -16,16 +16,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from exporters.bench_timing import (
-    BenchSettings,
-    Progress,
-    Timing,
-    TrainRow,
-    fill_row,
-    measure,
-    one_line,
-)
-from xception_build.analysis import AnalyticFigures, device_peak, precision_of, read_proc_fields
+from exporters.bench.analysis import AnalyticFigures
+from exporters.bench.peaks import device_peak, peak_precision, read_proc_fields
+from exporters.bench.timing import BenchSettings, Progress, Timing, TrainRow, fill_row, measure, one_line
 from xception_build.training import TrainOptions, TrainStep, synchronize
 
 TRAIN_CONFIG_NAMES = ("fp32", "bf16", "fp16", "channels_last", "compile", "all")
@@ -56,8 +49,8 @@ def bench_train(make_model: Callable[[], nn.Module], input_size: tuple[int, int,
     peak = device_peak(device)
     rows: list[TrainRow] = []
     for name, options, why in train_configs(device):
-        ours = TrainRow(name, "xception-build", "skipped", why, batch)
-        ref = TrainRow(name, "timm legacy_xception", "skipped", why, batch)
+        ours = TrainRow(config=name, model="xception-build", status="skipped", reason=why, batch=batch)
+        ref = TrainRow(config=name, model="timm legacy_xception", status="skipped", reason=why, batch=batch)
         for row, factory in ((ours, make_model), (ref, make_reference)):
             on_task(f"train {name} {row.model}")
             if options is None:
@@ -67,7 +60,7 @@ def bench_train(make_model: Callable[[], nn.Module], input_size: tuple[int, int,
                 continue
             try:
                 timing = _measure_train(row, factory, options, device, input_size, num_classes, settings)
-                fill_row(row, timing, batch, figures, peak, precision_of(device, options.amp), training=True)
+                fill_row(row, timing, figures, peak, peak_precision(device, options.amp), training=True)
                 row.status = "ok"
             except Exception as exc:
                 row.status, row.reason = "failed", one_line(exc)

@@ -1,0 +1,136 @@
+"""The export's I/O contract and vocabulary, shared by every exporters module.
+
+What an artifact looks like from outside (input and output names, the batch profile it accepts,
+the metadata keys it carries) and the words the exporters use for artifact kinds, precisions,
+devices and backends. It imports nothing else of the package, so any two exporters modules can
+depend on it without depending on each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from xception_build.errors import UserError
+
+#: The name every exported graph uses for its single input and output.
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+#: What a manifest lists. Model artifacts are the ones a backend runs.
+ArtifactKind = Literal["onnx", "tensorrt-plan", "tensorrt-sidecar", "weights", "spec"]
+ModelArtifactKind = Literal["onnx", "tensorrt-plan"]
+MODEL_ARTIFACT_KINDS: tuple[ModelArtifactKind, ...] = get_args(ModelArtifactKind)
+
+
+def model_kind(kind: ArtifactKind) -> ModelArtifactKind | None:
+    """``kind`` when a backend runs artifacts of it, else ``None`` (weights, spec, sidecars)."""
+    if kind == "onnx" or kind == "tensorrt-plan":
+        return kind
+    return None
+
+
+#: Numeric precision of an artifact's weights and compute (its interface stays fp32).
+Precision = Literal["fp32", "fp16"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
+
+Device = Literal["cpu", "cuda"]
+DEVICES: tuple[Device, ...] = get_args(Device)
+
+#: Every backend, by the one name used in options, reports, manifests and docs.
+BackendName = Literal["pytorch-cpu", "pytorch-cuda", "pytorch-compile-cpu", "pytorch-compile-cuda",
+                      "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt"]
+BACKEND_NAMES: tuple[BackendName, ...] = get_args(BackendName)
+
+# Keys of the ONNX ``metadata_props`` an export writes (docs/EXPORT.md lists them all).
+META_SPEC_NAME = "xbuild.spec_name"
+META_SPEC_HASH = "xbuild.spec_hash"
+META_PRECISION = "xbuild.precision"
+META_BATCH_PROFILE = "xbuild.batch_profile"
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """The batch sizes an artifact accepts: TensorRT's MIN:OPT:MAX optimization profile."""
+
+    min: int
+    opt: int
+    max: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min <= self.opt <= self.max:
+            raise UserError(f"batch profile {self}: need 1 <= MIN <= OPT <= MAX")
+
+    @classmethod
+    def parse(cls, text: str) -> BatchProfile:
+        """``MIN:OPT:MAX``, one size ``N`` (``N:N:N``) or a list ``N,N,...`` (see :func:`parse_batches`)."""
+        return parse_batches(text).profile
+
+    @classmethod
+    def of_sizes(cls, sizes: Sequence[int]) -> BatchProfile:
+        """The profile that covers ``sizes``: smallest, the middle one (the upper of two), largest."""
+        ordered = sorted(set(sizes))
+        return cls(ordered[0], ordered[len(ordered) // 2], ordered[-1])
+
+    @property
+    def is_static(self) -> bool:
+        return self.min == self.max
+
+    def contains(self, batch: int) -> bool:
+        return self.min <= batch <= self.max
+
+    def check_batches(self) -> tuple[int, ...]:
+        """The batch sizes verification runs: min, opt and max, each once."""
+        return tuple(sorted({self.min, self.opt, self.max}))
+
+    def __str__(self) -> str:
+        return f"{self.min}:{self.opt}:{self.max}"
+
+
+@dataclass(frozen=True)
+class BatchSelection:
+    """What ``--batch`` said, in every command: the sizes to run and the profile that covers them."""
+
+    sizes: tuple[int, ...]
+    profile: BatchProfile
+
+
+_BATCH_HELP = "expected MIN:OPT:MAX (e.g. 1:8:16), one batch size N, or sizes N,N,... (e.g. 1,8,64)"
+
+
+def parse_batches(text: str) -> BatchSelection:
+    """``--batch`` as every command reads it.
+
+    ``MIN:OPT:MAX`` is a profile (the sizes run are MIN, OPT and MAX); ``N`` is one size; ``N,N,...``
+    lists sizes (the profile spans them, OPT the middle one).
+    """
+    def integers(parts: list[str]) -> list[int]:
+        try:
+            return [int(p) for p in parts]
+        except ValueError:
+            raise UserError(f"--batch {text!r}: {_BATCH_HELP}") from None
+
+    stripped = text.strip()
+    if ":" in stripped:
+        values = integers(stripped.split(":"))
+        if len(values) != 3:
+            raise UserError(f"--batch {text!r}: {_BATCH_HELP}")
+        profile = BatchProfile(*values)
+        return BatchSelection(profile.check_batches(), profile)
+    sizes = integers([p for p in stripped.split(",") if p.strip()]) if stripped else []
+    if not sizes:
+        raise UserError(f"--batch {text!r}: {_BATCH_HELP}")
+    if any(size < 1 for size in sizes):
+        raise UserError(f"--batch {text!r}: batch sizes must be positive integers")
+    ordered = tuple(sorted(set(sizes)))
+    return BatchSelection(ordered, BatchProfile.of_sizes(ordered))
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, dtype and shape of one input; ``None`` marks the (dynamic) batch dimension."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | None, ...]

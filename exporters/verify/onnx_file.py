@@ -1,0 +1,75 @@
+"""``xbuild verify --onnx FILE --spec SPEC``: check an ``.onnx`` from anywhere against a spec and weights."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from exporters.contract import BackendName, BatchProfile
+from exporters.onnx.export import export_onnx, load_onnx, metadata_of, onnx_precision, read_profile, to_fp16
+from exporters.runner import TorchRunner
+from exporters.verify.checks import Target, VerificationResult, require_some_backend, run_checks
+from exporters.verify.compare import tolerance_for
+from exporters.verify.reference import reference_model
+from xception_build.errors import UserError
+from xception_build.model import XceptionNet
+from xception_build.spec import load_spec
+
+
+def verify_onnx_file(onnx_path: str | Path, spec_path: str | Path, weights: str | Path | None = None, *,
+                     overrides: Sequence[str] = (), batches: Sequence[int] | None = None,
+                     atol: float | None = None, rtol: float | None = None, seed: int = 0,
+                     backends: Sequence[BackendName] | None = None) -> VerificationResult:
+    """Check an ``.onnx`` from anywhere against a spec and weights; on failure, name weights that differ."""
+    onnx_path = Path(onnx_path)
+    proto = load_onnx(onnx_path)
+    model = reference_model(load_spec(spec_path, overrides), weights, seed)
+    input_size = model.plan.input_shape.as_tuple()
+    dims = [d.dim_value or None for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    if len(dims) != len(input_size) + 1 or any(
+            d is not None and d != s for d, s in zip(dims[1:], input_size, strict=True)):
+        raise UserError(f"{onnx_path}: its input has shape {tuple(d or 'N' for d in dims)}, the spec's model "
+                        f"takes (N, {', '.join(map(str, input_size))})")
+    profile = read_profile(metadata_of(proto), dims)
+    if batches is None:
+        batches = profile.check_batches() if profile is not None else (1, 2)
+    precision = onnx_precision(proto)
+    result = run_checks(TorchRunner(model, input_size), [Target(onnx_path, "onnx", precision)],
+                        batches=batches, seed=seed, backends=backends,
+                        tolerances={precision: tolerance_for(precision, atol, rtol)})
+    require_some_backend(result)
+    if not result.passed:
+        result.notes += differing_weights(proto, model, input_size)
+    return result
+
+
+def differing_weights(proto: onnx.ModelProto, model: XceptionNet, input_size: Sequence[int],
+                      limit: int = 5) -> list[str]:
+    """Where an ONNX departs from the model: initializers that differ from a fresh export of it.
+
+    Our export is deterministic and keeps parameter names, so a re-export is the exact expected
+    file; comparing initializers by name points at the tensor that was changed.
+    """
+    from onnx import numpy_helper
+
+    fresh = export_onnx(model, input_size, profile=BatchProfile(1, 2, 2))
+    if onnx_precision(proto) == "fp16":
+        fresh = to_fp16(fresh)
+    expected = {t.name: numpy_helper.to_array(t) for t in fresh.graph.initializer}
+    found = []
+    for tensor in proto.graph.initializer:
+        if tensor.name in expected:
+            have, want = numpy_helper.to_array(tensor), expected[tensor.name]
+            if have.shape != want.shape:
+                found.append((float("inf"), f"{tensor.name}: shape {have.shape}, expected {want.shape}"))
+            elif not np.array_equal(have, want):
+                delta = float(np.abs(have.astype(np.float64) - want.astype(np.float64)).max())
+                count = int((have != want).sum())
+                found.append((delta, f"{tensor.name}: {count} value(s) differ, max |diff| {delta:.3g}"))
+    if not any(t.name in expected for t in proto.graph.initializer):
+        return ["cannot locate the difference: the file's weight names do not match an xbuild export"]
+    found.sort(key=lambda item: -item[0])
+    return [f"weight differs from the spec+weights export: {text}" for _, text in found[:limit]]
