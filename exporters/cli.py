@@ -62,7 +62,7 @@ def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], w
     and MAX go through PyTorch and every backend here; the verification table is printed.
     """
     from exporters.pipeline import DEFAULT_PROFILE, ExportFormat, ExportRequest, check_request, run_export
-    from exporters.verify.checks import ChecksFailed
+    from exporters.verify.checks import ChecksFailed, NotVerified
 
     profile = batch.profile if batch is not None else (BatchProfile(1, 1, 1) if static_batch else DEFAULT_PROFILE)
     if not (math.isfinite(workspace_gib) and workspace_gib > 0):
@@ -80,8 +80,8 @@ def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], w
     click.echo(f"exporting {spec} to {out}/ (batch profile {profile}) ...", err=True)
     try:
         result = run_export(request)
-    except ChecksFailed as exc:  # print the whole table; the group prints the failures and exits 1
-        click.echo(exc.result.report())
+    except (ChecksFailed, NotVerified) as exc:  # print the whole report; the group prints the error line
+        click.echo(json.dumps(exc.result.to_dict(), indent=2) if as_json else exc.result.report())
         raise
     if as_json:
         click.echo(result.manifest.model_dump_json(indent=2))
@@ -148,7 +148,7 @@ def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path |
         from exporters.verify.junit import write_junit
 
         write_junit(result, junit, name=str(onnx_file or directory))
-    result.raise_if_failed()
+    result.raise_for_verdict()
     if not as_json:
         click.echo("verification passed")
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import math
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -159,42 +158,6 @@ def read_manifest(directory: str | Path) -> Manifest:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise UserError(f"{path}: malformed manifest at {where}: {first['msg']}") from exc
-
-
-@dataclass(frozen=True)
-class ArtifactCheck:
-    """Whether one artifact still is what the manifest says; ``problem`` is ``None`` when it is."""
-
-    path: str
-    problem: str | None
-
-    @property
-    def passed(self) -> bool:
-        return self.problem is None
-
-
-def check_artifacts(directory: str | Path, manifest: Manifest) -> list[ArtifactCheck]:
-    """Re-hash every artifact and name what happened to the ones that changed."""
-    directory = Path(directory)
-    by_hash = {art.sha256: art.path for art in manifest.artifacts}
-    checks = []
-    for art in manifest.artifacts:
-        path = directory / art.path
-        if not path.is_file():
-            checks.append(ArtifactCheck(art.path, "missing"))
-            continue
-        size = path.stat().st_size
-        digest = sha256_file(path)
-        if digest == art.sha256:
-            problem = None
-        elif by_hash.get(digest, art.path) != art.path:
-            problem = f"swapped: its contents are what the manifest records for {by_hash[digest]}"
-        elif size < art.bytes:
-            problem = f"truncated: {size} bytes, the manifest records {art.bytes}"
-        else:
-            problem = f"modified: sha256 {digest[:12]}..., the manifest records {art.sha256[:12]}..."
-        checks.append(ArtifactCheck(art.path, problem))
-    return checks
 
 
 def tool_version() -> str:

@@ -56,10 +56,13 @@ def read_checkpoint(path: str | os.PathLike[str]) -> StateDict:
     try:
         loaded = torch.load(str(file), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"not a safetensors file or a torch state dict: {reason}",
-                              location=where, hint="only plain state dicts load (weights_only=True); "
-                              "re-save pickled models with torch.save(model.state_dict(), path)") from exc
+        # torch's own text is about its unpickler's internals ("pop from empty list"): not for users
+        kind = "a zip or pickle file torch cannot read as a state dict" if header[:2] in (b"PK", b"\x80\x02") \
+            else "neither a safetensors file nor a torch checkpoint"
+        raise CheckpointError(f"not a weights file: {kind}", location=where,
+                              hint="give a .safetensors file or a plain state dict saved with "
+                              "torch.save(model.state_dict(), path); pickled models do not load "
+                              "(weights_only=True)") from exc
     return _unwrap_state_dict(loaded, where)
 
 
@@ -101,14 +104,21 @@ def save_weights(model: nn.Module, path: str | os.PathLike[str], metadata: dict[
 # -- fitting a state dict to the model -----------------------------------------------------
 
 def _differences(model_state: StateDict, checkpoint: StateDict) -> list[str]:
-    problems = [f"missing: {k} {list(v.shape)}" for k, v in model_state.items() if k not in checkpoint]
+    problems = [f"shape: {k} is {list(checkpoint[k].shape)} in the checkpoint, {list(v.shape)} in the model"
+                for k, v in model_state.items() if k in checkpoint and checkpoint[k].shape != v.shape]
+    problems += [f"missing: {k} {list(v.shape)}" for k, v in model_state.items() if k not in checkpoint]
     problems += [f"unexpected: {k} {list(v.shape)}" for k, v in checkpoint.items() if k not in model_state]
-    problems += [f"shape: {k} is {list(checkpoint[k].shape)} in the checkpoint, {list(v.shape)} in the model"
-                 for k, v in model_state.items() if k in checkpoint and checkpoint[k].shape != v.shape]
     return problems
 
 
+# What explains a misfit best comes first: the structure, then shapes, then missing tensors, and
+# last the unexpected ones (often mere buffers such as num_batches_tracked).
+_CAUSE_ORDER = ("structure:", "shape:", "missing:", "unexpected:")
+
+
 def _refuse(problems: list[str], source: str, layout: str) -> CheckpointError:
+    problems = sorted(problems, key=lambda p: next((i for i, c in enumerate(_CAUSE_ORDER) if p.startswith(c)),
+                                                   len(_CAUSE_ORDER)))
     shown = problems[:12]
     more = f"\n    ... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
     return CheckpointError(

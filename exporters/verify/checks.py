@@ -18,70 +18,122 @@ import numpy as np
 
 from exporters.backends import artifact_backends
 from exporters.contract import INPUT_NAME, OUTPUT_NAME, BackendName, ModelArtifactKind, Precision
-from exporters.manifest import ArtifactCheck
 from exporters.runner import Runner, TorchRunner
 from exporters.verify.compare import Comparison, Tolerance, compare, format_table
+from exporters.verify.integrity import ArtifactCheck
 from xception_build.errors import BackendUnavailable, VerificationFailed
 
 
 @dataclass(frozen=True)
 class Target:
-    """One artifact to check numerically."""
+    """One artifact to check numerically; ``name`` is what reports call it (its manifest path)."""
 
     path: Path
     kind: ModelArtifactKind
     precision: Precision  # picks the tolerance
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            object.__setattr__(self, "name", self.path.name)
 
 
 @dataclass(frozen=True)
 class Skipped:
+    """A numeric check that could not run here: this backend, this batch, and why."""
+
     artifact: str
     backend: str
+    batch: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """An artifact the options left out of the selection (``--backend``), and why."""
+
+    artifact: str
     reason: str
 
 
 @dataclass
 class VerificationResult:
-    """Everything a verification found; the CLI prints it and the JUnit writer reports it."""
+    """Everything a verification found; the CLI prints it and the JUnit writer reports it.
+
+    The verdict fails closed: ``passed`` only when nothing failed and every selected artifact was
+    compared numerically by at least one backend here.
+    """
 
     artifact_checks: list[ArtifactCheck] = field(default_factory=list)
+    selected: list[str] = field(default_factory=list)  # artifacts that must be checked numerically
     comparisons: list[Comparison] = field(default_factory=list)
     skipped: list[Skipped] = field(default_factory=list)
+    left_out: list[LeftOut] = field(default_factory=list)
+    unlisted: list[str] = field(default_factory=list)  # files that look like artifacts, not in the manifest
     notes: list[str] = field(default_factory=list)  # extra findings, e.g. which weights differ
+    no_reference: str | None = None  # why the PyTorch reference could not be rebuilt, if it could not
+
+    @property
+    def failed(self) -> bool:
+        return not all(c.passed for c in self.artifact_checks) or not all(c.passed for c in self.comparisons)
+
+    @property
+    def unchecked(self) -> list[str]:
+        """Selected artifacts no backend compared here."""
+        compared = {c.artifact for c in self.comparisons}
+        return [name for name in self.selected if name not in compared]
+
+    @property
+    def verdict(self) -> str:
+        if self.failed:
+            return "failed"
+        if self.unchecked or not self.selected:
+            return "not verified"
+        return "passed"
 
     @property
     def passed(self) -> bool:
-        return all(c.passed for c in self.artifact_checks) and all(c.passed for c in self.comparisons)
+        return self.verdict == "passed"
 
     def report(self) -> str:
-        """The full verification table, integrity checks first."""
+        """The full verification table, integrity checks first, then what was not checked and why."""
         lines = [f"integrity  {c.path}: {'ok' if c.passed else 'FAIL: ' + str(c.problem)}"
                  for c in self.artifact_checks]
         if self.comparisons:
-            lines += ["", format_table(self.comparisons)]
-        lines += [f"not run    {s.artifact} on {s.backend}: {s.reason}" for s in self.skipped]
+            lines += ["", format_table(self.comparisons), ""]
+            lines += [f"FAIL       {c.artifact} on {c.backend}, batch {c.batch}, {o.name}: {why}"
+                      for c in self.comparisons for o in c.outputs for why in o.failures]
+        not_run: dict[tuple[str, str, str], list[int]] = {}
+        for s in self.skipped:
+            not_run.setdefault((s.artifact, s.backend, s.reason), []).append(s.batch)
+        lines += [f"not run    {artifact} on {backend} (batch {', '.join(map(str, batches))}): {reason}"
+                  for (artifact, backend, reason), batches in not_run.items()]
+        lines += [f"left out   {o.artifact}: {o.reason}" for o in self.left_out]
+        lines += [f"unlisted   {name}: looks like an artifact but the manifest does not list it; not checked"
+                  for name in self.unlisted]
         lines += [f"note       {note}" for note in self.notes]
-        return "\n".join(lines).strip("\n")
-
-    def failures(self) -> str:
-        """Only what failed, and by how much."""
-        lines = [f"{c.path}: {c.problem}" for c in self.artifact_checks if not c.passed]
-        for comp in self.comparisons:
-            for out in comp.outputs:
-                lines += [f"{comp.artifact} on {comp.backend}, batch {comp.batch}, {out.name}: {why}"
-                          for why in out.failures]
-        return "\n".join(lines + self.notes)
+        broken = {c.path for c in self.artifact_checks if not c.passed}
+        lines += [f"unchecked  {name}: " + ("its integrity check failed, so no numeric check ran" if name in broken
+                                           else f"no numeric check ran: {self.no_reference}" if self.no_reference
+                                           else "no backend here compared it with PyTorch")
+                  for name in self.unchecked]
+        return "\n".join(line for line in lines).strip("\n")
 
     def to_dict(self) -> dict[str, object]:
         """Everything :meth:`report` shows, as plain data (``xbuild verify --json``)."""
-        return {"passed": self.passed,
+        return {"verdict": self.verdict, "passed": self.passed,
                 "integrity": [{"path": c.path, "passed": c.passed, "problem": c.problem} for c in self.artifact_checks],
+                "selected": list(self.selected), "unchecked": self.unchecked,
                 "comparisons": [c.to_dict() for c in self.comparisons],
-                "not_run": [vars(s) for s in self.skipped], "notes": list(self.notes)}
+                "not_run": [vars(s) for s in self.skipped], "left_out": [vars(o) for o in self.left_out],
+                "unlisted": list(self.unlisted), "notes": list(self.notes), "no_reference": self.no_reference}
 
-    def raise_if_failed(self) -> None:
-        if not self.passed:
+    def raise_for_verdict(self) -> None:
+        """Exit 1 when a check failed, 3 when a selected artifact was not checked here; return when passed."""
+        if self.failed:
             raise ChecksFailed(self)
+        if self.verdict != "passed":
+            raise NotVerified(self)
 
 
 class ChecksFailed(VerificationFailed):
@@ -91,7 +143,19 @@ class ChecksFailed(VerificationFailed):
         self.result = result
         checks: list[ArtifactCheck | Comparison] = [*result.artifact_checks, *result.comparisons]
         failed = sum(not c.passed for c in checks)
-        super().__init__(f"verification failed ({failed} check(s)):\n{result.failures()}")
+        super().__init__(f"verification failed: {failed} of {len(checks)} checks failed (the report names them)")
+
+
+class NotVerified(BackendUnavailable):
+    """Nothing failed, but a selected artifact was compared by no backend here: exit 3, never "passed"."""
+
+    def __init__(self, result: VerificationResult) -> None:
+        self.result = result
+        reasons = sorted({f"{s.backend}: {s.reason}" for s in result.skipped if s.artifact in result.unchecked})
+        names = ", ".join(result.unchecked) or "nothing"
+        super().__init__(f"not verified: {names} checked by no backend here"
+                         + (f" ({'; '.join(reasons)})" if reasons else ""),
+                         hint="run it where its backend is, or leave it out explicitly, e.g. --backend onnxruntime-cpu")
 
 
 def seeded_input(seed: int, batch: int, input_size: Sequence[int]) -> np.ndarray:
@@ -104,6 +168,7 @@ def run_checks(reference: TorchRunner, targets: Sequence[Target], *, batches: Se
                backends: Sequence[BackendName] | None = None) -> VerificationResult:
     """Compare every target on every available backend with the reference, at every batch size."""
     result = result if result is not None else VerificationResult()
+    result.selected += [t.path.name for t in targets if t.path.name not in result.selected]
     inputs: dict[int, np.ndarray] = {}  # one seeded input per batch size, shared by every target
     expected: dict[int, dict[str, np.ndarray]] = {}
     with reference:
@@ -113,7 +178,7 @@ def run_checks(reference: TorchRunner, targets: Sequence[Target], *, batches: Se
                     continue
                 reason = backend.unavailable()
                 if reason is not None:
-                    result.skipped.append(Skipped(target.path.name, backend.name, reason))
+                    result.skipped += [Skipped(target.name, backend.name, b, reason) for b in batches]
                     continue
                 try:
                     with backend.runner(target.path) as runner:
@@ -123,10 +188,13 @@ def run_checks(reference: TorchRunner, targets: Sequence[Target], *, batches: Se
                                 expected[batch] = reference.infer({INPUT_NAME: inputs[batch]})
                             got = _run_renamed(runner, inputs[batch])
                             result.comparisons.append(compare(
-                                expected[batch], got, tolerances[target.precision], artifact=target.path.name,
+                                expected[batch], got, tolerances[target.precision], artifact=target.name,
                                 backend=runner.backend, batch=batch, precision=target.precision))
                 except BackendUnavailable as exc:  # e.g. a plan built for another GPU or TensorRT version
-                    result.skipped.append(Skipped(target.path.name, backend.name, exc.message))
+                    done = {c.batch for c in result.comparisons if c.artifact == target.name
+                            and c.backend == backend.name}
+                    result.skipped += [Skipped(target.name, backend.name, b, exc.message)
+                                       for b in batches if b not in done]
     return result
 
 
@@ -134,11 +202,3 @@ def _run_renamed(runner: Runner, array: np.ndarray) -> dict[str, np.ndarray]:
     """Feed a single-input model whatever its input is called; name a single output ``logits``."""
     outputs = runner.infer({runner.inputs[0].name: array})
     return {OUTPUT_NAME: next(iter(outputs.values()))} if len(outputs) == 1 else outputs
-
-
-def require_some_backend(result: VerificationResult) -> None:
-    """Numbers were asked for but nothing here could produce them: that is exit code 3, not a pass."""
-    missing = [s for s in result.skipped if s.backend != "-"]
-    if not result.comparisons and missing:
-        reasons = sorted({f"{s.backend}: {s.reason}" for s in missing})
-        raise BackendUnavailable("no backend for a numeric check is available here; " + "; ".join(reasons))

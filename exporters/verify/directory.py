@@ -1,51 +1,84 @@
-"""``xbuild verify DIR``: re-check an export folder against its manifest, hashes first, then numbers."""
+"""``xbuild verify DIR``: re-check an export folder against its manifest, hashes first, then numbers.
+
+The selection is every model artifact the manifest lists; ``--backend`` narrows it explicitly (a
+CPU-only CI job can check the ONNX and leave a TensorRT plan out), and the report names what was
+left out and why. Options that leave nothing to check are a user error (exit 2), never a pass.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
 
+from exporters.backends import BACKENDS, artifact_backends
 from exporters.contract import BackendName, model_kind
-from exporters.manifest import MANIFEST_NAME, check_artifacts, read_manifest
+from exporters.manifest import MANIFEST_NAME, Manifest, read_manifest
 from exporters.runner import TorchRunner
-from exporters.verify.checks import Skipped, Target, VerificationResult, require_some_backend, run_checks
+from exporters.verify.checks import LeftOut, Target, VerificationResult, run_checks
+from exporters.verify.integrity import ArtifactCheck, check_folder, unlisted_files
 from exporters.verify.reference import reference_model
 from xception_build.errors import UserError
 from xception_build.spec import load_spec, spec_hash
 
 
 def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] | None = None) -> VerificationResult:
-    """Re-check an export: every hash, then the numbers on every backend this machine has."""
+    """Re-check an export: the manifest's rules and every hash, then the numbers of every selected
+    artifact on every backend this machine has. Read the verdict with ``raise_for_verdict``."""
     directory = Path(directory)
     manifest = read_manifest(directory)
-    result = VerificationResult(artifact_checks=check_artifacts(directory, manifest))
-    intact = {c.path for c in result.artifact_checks if c.passed}
+    checks = check_folder(directory, manifest)
+    intact = {c.path for c in checks if c.passed}
+    result = VerificationResult(artifact_checks=checks, unlisted=unlisted_files(directory, manifest))
+    targets = _select(directory, manifest, backends, result)
     spec_file, weights_file = manifest.artifact("spec"), manifest.artifact("weights")
     if spec_file is None or weights_file is None or not {spec_file.path, weights_file.path} <= intact:
-        result.notes.append("numeric checks not run: the spec or weights no longer match the manifest")
+        result.selected += [t.name for t in targets]
+        result.no_reference = "the spec or the weights are not what the manifest records"
         return result
     settings = manifest.verification
-    targets = [Target(directory / a.path, kind, a.precision or "fp32") for a in manifest.artifacts
-               if (kind := model_kind(a.kind)) is not None and a.path in intact]
     for target in targets:
         if target.precision not in settings.tolerances:
             raise UserError(f"{directory / MANIFEST_NAME}: malformed manifest at verification.tolerances: "
-                            f"no {target.precision} tolerance for {target.path.name}")
+                            f"no {target.precision} tolerance for {target.name}")
     spec = load_spec(directory / spec_file.path)
     found_hash = spec_hash(spec)
     if found_hash != manifest.spec.hash:
-        result.notes.append(f"{spec_file.path} resolves to spec hash {found_hash[:12]}..., "
-                            f"the manifest records {manifest.spec.hash[:12]}...")
+        result.artifact_checks.append(ArtifactCheck(
+            spec_file.path, f"resolves to spec hash {found_hash[:12]}..., the manifest records "
+            f"{manifest.spec.hash[:12]}... (the manifest is not this export's)"))
+        result.selected += [t.name for t in targets]
+        result.no_reference = "the spec is not the one the manifest records"
+        return result
     model = reference_model(spec, directory / weights_file.path, settings.seed)
     input_size = model.plan.input_shape.as_tuple()
     if tuple(manifest.model.input_size) != input_size:
         raise UserError(f"{directory / MANIFEST_NAME}: malformed manifest at model.input_size: "
                         f"{list(manifest.model.input_size)}, but the model of {spec_file.path} takes "
                         f"{list(input_size)}")
-    result.skipped += [Skipped(a.path, "-", "failed its integrity check") for a in manifest.artifacts
-                       if model_kind(a.kind) is not None and a.path not in intact]
-    run_checks(TorchRunner(model, input_size), targets, batches=settings.batches, seed=settings.seed,
-               tolerances=settings.tolerances, result=result, backends=backends)
-    if targets:
-        require_some_backend(result)
-    return result
+    intact_targets = [t for t in targets if t.name in intact]
+    result.selected += [t.name for t in targets]  # those that failed their hash count as failed, not skipped
+    return run_checks(TorchRunner(model, input_size), intact_targets, batches=settings.batches, seed=settings.seed,
+                      tolerances=settings.tolerances, result=result, backends=backends)
+
+
+def _select(directory: Path, manifest: Manifest, backends: Sequence[BackendName] | None,
+            result: VerificationResult) -> list[Target]:
+    """Every model artifact, or those a ``--backend`` runs; the rest are left out, with the reason."""
+    targets: list[Target] = []
+    for art in manifest.artifacts:
+        kind = model_kind(art.kind)
+        if kind is None:
+            continue
+        runs = [b.name for b in artifact_backends(kind)]
+        if backends is not None and not set(runs) & set(backends):
+            result.left_out.append(LeftOut(art.path, f"--backend {', '.join(backends)} runs no {kind} artifact "
+                                                     f"(those run on {', '.join(runs)})"))
+            continue
+        targets.append(Target(directory / art.path, kind, art.precision or "fp32", name=art.path))
+    if not targets and backends is not None and result.left_out:
+        kinds = sorted({BACKENDS[b].runs for b in backends})
+        raise UserError(f"--backend {', '.join(backends)} selects nothing to verify in {directory}: "
+                        f"it runs {', '.join(kinds)}, the export has "
+                        f"{', '.join(sorted({o.artifact for o in result.left_out}))}",
+                        hint="choose a backend that runs one of its artifacts, or give no --backend")
+    return targets

@@ -1,8 +1,9 @@
 """JUnit XML for ``xbuild verify --junit``: CI systems show each check as a test case.
 
-One test case per integrity check (``integrity`` class) and per numeric comparison
-(``numeric.<backend>`` class); a backend that could not run here is a *skipped* case with the
-reason, so a report never looks greener than what actually ran.
+One test case per integrity check (``integrity`` class) and per (artifact, backend, batch)
+numeric comparison (``numeric.<backend>`` class). A comparison that could not run here is a
+*skipped* case with the reason, and so are artifacts the options left out (``selection``) and
+files the manifest does not list (``unlisted``): a report never looks greener than what ran.
 """
 
 from __future__ import annotations
@@ -39,10 +40,18 @@ def junit_xml(result: VerificationResult, name: str = "xbuild verify") -> bytes:
             reasons = [f"{o.name}: {why}" for o in comp.outputs for why in o.failures]
             failure = ET.SubElement(element, "failure", message=reasons[0])
             failure.text = "\n".join(reasons)
-    for skipped in result.skipped:
-        element = case(f"numeric.{skipped.backend}", f"{skipped.artifact}")
+    skipped_cases = [(f"numeric.{s.backend}", f"{s.artifact} batch={s.batch}", s.reason) for s in result.skipped]
+    skipped_cases += [("selection", o.artifact, f"left out: {o.reason}") for o in result.left_out]
+    skipped_cases += [("unlisted", name, "not in the manifest: not checked") for name in result.unlisted]
+    for classname, case_name, reason in skipped_cases:
+        element = case(classname, case_name)
         counts["skipped"] += 1
-        ET.SubElement(element, "skipped", message=skipped.reason)
+        ET.SubElement(element, "skipped", message=reason)
+    verdict = case("verification", "verdict")
+    if not result.passed:
+        counts["failures"] += 1
+        unchecked = f": {', '.join(result.unchecked)} checked by no backend here" if result.unchecked else ""
+        ET.SubElement(verdict, "failure", message=f"{result.verdict}{'' if result.failed else unchecked}")
     for key, value in counts.items():
         suite.set(key, str(value))
     suite.set("errors", "0")

@@ -8,15 +8,16 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from exporters.contract import BackendName, BatchProfile
+from exporters.backends import artifact_backends
+from exporters.contract import META_SPEC_HASH, META_SPEC_NAME, BackendName, BatchProfile
 from exporters.onnx.export import export_onnx, load_onnx, metadata_of, onnx_precision, read_profile, to_fp16
 from exporters.runner import TorchRunner
-from exporters.verify.checks import Target, VerificationResult, require_some_backend, run_checks
+from exporters.verify.checks import Target, VerificationResult, run_checks
 from exporters.verify.compare import tolerance_for
 from exporters.verify.reference import reference_model
 from xception_build.errors import UserError
 from xception_build.model import XceptionNet
-from xception_build.spec import load_spec
+from xception_build.spec import Spec, load_spec, spec_hash
 
 
 def verify_onnx_file(onnx_path: str | Path, spec_path: str | Path, weights: str | Path | None = None, *,
@@ -26,24 +27,37 @@ def verify_onnx_file(onnx_path: str | Path, spec_path: str | Path, weights: str 
     """Check an ``.onnx`` from anywhere against a spec and weights; on failure, name weights that differ."""
     onnx_path = Path(onnx_path)
     proto = load_onnx(onnx_path)
-    model = reference_model(load_spec(spec_path, overrides), weights, seed)
+    spec = load_spec(spec_path, overrides)
+    model = reference_model(spec, weights, seed)
     input_size = model.plan.input_shape.as_tuple()
     dims = [d.dim_value or None for d in proto.graph.input[0].type.tensor_type.shape.dim]
     if len(dims) != len(input_size) + 1 or any(
             d is not None and d != s for d, s in zip(dims[1:], input_size, strict=True)):
         raise UserError(f"{onnx_path}: its input has shape {tuple(d or 'N' for d in dims)}, the spec's model "
                         f"takes (N, {', '.join(map(str, input_size))})")
-    profile = read_profile(metadata_of(proto), dims)
+    if backends is not None and not {b.name for b in artifact_backends("onnx")} & set(backends):
+        raise UserError(f"--backend {', '.join(backends)} runs no ONNX file: nothing to verify",
+                        hint=f"ONNX files run on {', '.join(b.name for b in artifact_backends('onnx'))}")
+    metadata = metadata_of(proto)
+    profile = read_profile(metadata, dims)
     if batches is None:
         batches = profile.check_batches() if profile is not None else (1, 2)
     precision = onnx_precision(proto)
     result = run_checks(TorchRunner(model, input_size), [Target(onnx_path, "onnx", precision)],
                         batches=batches, seed=seed, backends=backends,
                         tolerances={precision: tolerance_for(precision, atol, rtol)})
-    require_some_backend(result)
-    if not result.passed:
-        result.notes += differing_weights(proto, model, input_size)
+    if result.failed:
+        result.notes += _other_spec(metadata, spec, spec_path) + differing_weights(proto, model, input_size)
     return result
+
+
+def _other_spec(metadata: dict[str, str], spec: Spec, spec_path: str | Path) -> list[str]:
+    """Says so first when the file's own metadata names another spec than the one it is checked against."""
+    name, digest = metadata.get(META_SPEC_NAME), metadata.get(META_SPEC_HASH)
+    if digest is None or digest == spec_hash(spec):
+        return []
+    return [f"this file was exported from spec {name!r} (spec hash {digest[:12]}...), not from {spec_path} "
+            f"({spec.name!r}, spec hash {spec_hash(spec)[:12]}...): check it against its own spec"]
 
 
 def differing_weights(proto: onnx.ModelProto, model: XceptionNet, input_size: Sequence[int],
@@ -72,4 +86,7 @@ def differing_weights(proto: onnx.ModelProto, model: XceptionNet, input_size: Se
     if not any(t.name in expected for t in proto.graph.initializer):
         return ["cannot locate the difference: the file's weight names do not match an xbuild export"]
     found.sort(key=lambda item: -item[0])
-    return [f"weight differs from the spec+weights export: {text}" for _, text in found[:limit]]
+    lines = [f"weight differs from the spec+weights export: {text}" for _, text in found[:limit]]
+    if len(found) > limit:
+        lines.append(f"... and {len(found) - limit} more weights differ")
+    return lines

@@ -100,3 +100,22 @@ def test_save_into_a_missing_folder_is_an_oserror(cifar_spec: Path, tmp_path: Pa
     """Callers turn OSError into a clean message; safetensors' own error type must not leak."""
     with pytest.raises(OSError, match="cannot write"):
         save_weights(build_model(cifar_spec), tmp_path / "missing" / "w.safetensors")
+
+
+def test_a_spec_given_as_weights_is_named_without_internal_text(cifar_spec: Path) -> None:
+    message = _refused(build_model(cifar_spec), cifar_spec)
+    assert "not a weights file: neither a safetensors file nor a torch checkpoint" in message
+    assert "pop from empty list" not in message and "Unpickl" not in message
+
+
+def test_the_cause_of_a_misfit_leads_and_what_is_cut_is_counted(cifar_spec: Path, tmp_path: Path) -> None:
+    """Another variant's checkpoint: the shape mismatches (the cause) come before buffers it does
+    not need, and the lines cut are counted."""
+    model = build_model(cifar_spec)
+    state = build_model(cifar_spec, overrides=["head.num_classes=5"]).state_dict()
+    state.update({f"extra.{i}.num_batches_tracked": torch.zeros((), dtype=torch.long) for i in range(20)})
+    torch.save(state, tmp_path / "other.pt")
+    lines = _refused(model, tmp_path / "other.pt").splitlines()
+    listed = [line.strip() for line in lines if line.startswith("    ")]
+    assert listed[0].startswith("shape: head.fc.weight") and listed[1].startswith("shape: head.fc.bias")
+    assert listed[-1] == "... and 10 more"

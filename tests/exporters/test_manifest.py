@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from click.testing import Result
 
-from exporters.manifest import FORMAT_VERSION, check_artifacts, read_manifest
+from exporters.manifest import FORMAT_VERSION, read_manifest
+from exporters.verify.integrity import check_folder
 from xception_build.errors import UserError
 from xception_build.files import atomic_write
 
@@ -32,7 +33,7 @@ def test_manifest_records_artifacts_spec_versions_and_verification(cifar_export:
     assert verification.passed and verification.batches == [1, 2, 4]
     assert {"fp32", "fp16"} <= set(verification.tolerances)
     assert {r["batch"] for r in verification.results} == {1, 2, 4}
-    assert all(c.passed for c in check_artifacts(cifar_export, manifest))
+    assert all(c.passed for c in check_folder(cifar_export, manifest))
 
 
 def _edit(path: Path) -> None:
@@ -56,17 +57,17 @@ SWAPPED = "swapped: its contents are what the manifest records for weights.safet
 
 
 @pytest.mark.parametrize(("tamper", "problem"), [
-    (_edit, "modified: sha256"), (_truncate, "truncated:"), (_swap, SWAPPED), (Path.unlink, "missing"),
+    (_edit, "changed: same size; sha256"), (_truncate, "changed: "), (_swap, SWAPPED), (Path.unlink, "missing"),
 ])
 def test_tampered_artifact_is_caught_by_the_hash_check(export_copy: Path, run: Callable[..., Result],
                                                        tamper: Callable[[Path], None], problem: str) -> None:
     tamper(export_copy / "model.onnx")
-    checks = {c.path: c.problem for c in check_artifacts(export_copy, read_manifest(export_copy))}
+    checks = {c.path: c.problem for c in check_folder(export_copy, read_manifest(export_copy))}
     assert checks["model.onnx"] is not None and checks["model.onnx"].startswith(problem)
     result = run("verify", export_copy)
     assert result.exit_code == 1, result.output
-    assert f"model.onnx: {problem}" in result.output
-    assert "numeric" in result.output or "not run" in result.output  # says what it did not check
+    assert f"integrity  model.onnx: FAIL: {problem}" in result.output
+    assert "unchecked  model.onnx: its integrity check failed" in result.output  # says what it did not check
 
 
 def test_edited_spec_stops_the_numeric_checks(export_copy: Path, run: Callable[..., Result]) -> None:
@@ -74,8 +75,9 @@ def test_edited_spec_stops_the_numeric_checks(export_copy: Path, run: Callable[.
     spec.write_text(spec.read_text().replace("num_classes: 10", "num_classes: 11"))
     result = run("verify", export_copy)
     assert result.exit_code == 1
-    assert "spec.resolved.yaml: modified" in result.output
-    assert "numeric checks not run" in result.output
+    assert "spec.resolved.yaml: FAIL: changed" in result.output
+    assert "unchecked  model.onnx: no numeric check ran: the spec or the weights are not what the manifest records" \
+        in result.output
 
 
 def test_manifest_of_a_newer_format_is_a_clean_user_error(export_copy: Path,
@@ -192,4 +194,4 @@ def test_a_new_export_removes_only_plain_stale_files(cifar_export: Path, tmp_pat
     assert not (out / "stale.bin").exists()
     assert (out / "a_folder").is_dir() and (tmp_path / "outside.txt").read_text() == "not ours"
     new = read_manifest(out)
-    assert all(c.passed for c in check_artifacts(out, new))
+    assert all(c.passed for c in check_folder(out, new))

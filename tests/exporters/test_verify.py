@@ -41,7 +41,7 @@ def test_export_directory_verifies(cifar_export: Path, run: Callable[..., Result
     assert "integrity  model.onnx: ok" in result.output
     assert "verification passed" in result.output
     if onnxruntime_unavailable("cuda"):  # says which backend it could not run, and why
-        assert "not run    model.onnx on onnxruntime-cuda:" in result.output
+        assert "not run    model.onnx on onnxruntime-cuda (batch 1, 2, 4):" in result.output
 
 
 def test_user_brought_onnx_verifies_against_spec_and_weights(cifar_export: Path, cifar_weights: Path,
@@ -112,17 +112,21 @@ def test_junit_report(cifar_export: Path, export_copy: Path, tmp_path: Path,
     assert run("verify", cifar_export, "--junit", passed).exit_code == 0
     suite = ET.parse(passed).getroot()
     assert suite.tag == "testsuite" and suite.get("failures") == "0"
-    names = [case.get("name") for case in suite.iter("testcase")]
-    assert "model.onnx" in names and "model.onnx batch=4" in names
+    cases = {(case.get("classname"), case.get("name")): case for case in suite.iter("testcase")}
+    assert ("integrity", "model.onnx") in cases and ("numeric.onnxruntime-cpu", "model.onnx batch=4") in cases
     assert int(suite.get("skipped", "0")) == sum(1 for _ in suite.iter("skipped"))
+    if onnxruntime_unavailable("cuda"):  # one skipped case per (artifact, backend, batch), with the reason
+        for batch in (1, 2, 4):
+            skipped = cases[("numeric.onnxruntime-cuda", f"model.onnx batch={batch}")].find("skipped")
+            assert skipped is not None and "CUDAExecutionProvider" in skipped.get("message", "")
 
     (export_copy / "spec.resolved.yaml").write_text("tampered")
     failed = tmp_path / "fail.xml"
     assert run("verify", export_copy, "--junit", failed).exit_code == 1
     suite = ET.parse(failed).getroot()
-    assert suite.get("failures") == "1"
+    assert suite.get("failures") == "2"  # the integrity check, and the verdict
     failure = next(suite.iter("failure"))
-    assert failure.get("message", "").startswith("spec.resolved.yaml: truncated")
+    assert failure.get("message", "").startswith("spec.resolved.yaml: changed: ")
 
 
 def test_seeded_inputs_depend_on_seed_and_batch_only() -> None:
@@ -131,3 +135,31 @@ def test_seeded_inputs_depend_on_seed_and_batch_only() -> None:
     assert a.dtype == np.float32 and a.shape == (4, 3, 8, 8)
     assert not np.array_equal(a[:2], seeded_input(0, 2, (3, 8, 8)))
     assert not np.array_equal(a, seeded_input(1, 4, (3, 8, 8)))
+
+
+def test_an_onnx_checked_against_other_weights_says_each_thing_once(cifar_export: Path, run: Callable[..., Result]
+                                                                    ) -> None:
+    """Seeded weights instead of the export's: every weight differs; the list is cut with a count, and
+    the report (stdout) and the error (stderr) do not repeat each other."""
+    result = run("verify", "--onnx", cifar_export / "model.onnx", "--spec", CIFAR)
+    assert result.exit_code == 1, result.output
+    lines = result.stdout.splitlines()
+    differing = [line for line in lines if "weight differs from the spec+weights export" in line]
+    assert len(differing) == 5 and len(set(differing)) == 5
+    assert any(line.startswith("note       ... and ") and line.endswith("more weights differ") for line in lines)
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]  # one line
+    assert result.stderr.startswith("error: verification failed:") and "weight differs" not in result.stderr
+
+
+def test_an_onnx_of_another_spec_is_named_from_its_metadata(cifar_export: Path, cifar_weights: Path,
+                                                            run: Callable[..., Result]) -> None:
+    result = run("verify", "--onnx", cifar_export / "model.onnx", "--spec", CIFAR, "--set", "middle.repeat=2")
+    assert result.exit_code == 1, result.output
+    notes = [line for line in result.stdout.splitlines() if line.startswith("note")]
+    assert notes[0].startswith("note       this file was exported from spec 'xception_cifar' (spec hash "), notes
+    assert "check it against its own spec" in notes[0]
+
+
+def test_a_backend_that_runs_no_onnx_selects_nothing(cifar_export: Path, run: Callable[..., Result]) -> None:
+    result = run("verify", "--onnx", cifar_export / "model.onnx", "--spec", CIFAR, "--backend", "tensorrt")
+    assert result.exit_code == 2 and "--backend tensorrt runs no ONNX file: nothing to verify" in result.output
