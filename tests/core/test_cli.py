@@ -85,7 +85,7 @@ def test_validate_reports_every_bad_spec_and_exits_2(tmp_path: Path) -> None:
     (["compile", "specs/xception.yaml", "--set", "input.size=4"], "too small"),
     (["compile", "specs/nope.yaml"], "file not found"),
     (["compile", "specs"], "is a directory"),
-    (["compile", "specs/xception_cifar.yaml", "--weights", "specs/xception.yaml"], "not a weights file: neither a safetensors file nor a torch checkpoint"),
+    (["compile", "specs/xception_cifar.yaml", "--weights", "specs/xception.yaml"], "not a weights file"),
 ])
 def test_user_errors_exit_2_with_one_message(args: list[str], expected: str) -> None:
     root = Path(__file__).resolve().parents[2]
