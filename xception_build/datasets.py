@@ -33,13 +33,16 @@ class DataError(UserError):
 
     Raised inside DataLoader workers, where PyTorch re-raises it in the main process as
     ``DataError(text)``, the text being the worker's whole formatted traceback; the constructor
-    keeps only the original message from that text, so the user still sees one line.
+    keeps only the original message (and hint) from that text, so the user still sees one line.
     """
 
     def __init__(self, message: str, **kwargs: object) -> None:
         marker = f"{type(self).__module__}.{type(self).__qualname__}: "
         if message.startswith("Caught ") and marker in message:
-            message = message.rsplit(marker, 1)[1].split("\n  hint: ")[0].strip()
+            message, _, hint = message.rsplit(marker, 1)[1].partition("\n  hint: ")
+            message = message.strip()
+            if hint.strip() and "hint" not in kwargs:
+                kwargs["hint"] = hint.strip()
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
 
 
