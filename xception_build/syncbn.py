@@ -11,9 +11,9 @@ GPU, that N processes with ``--sync-bn`` train exactly like one process with N t
 
 :class:`CPUSyncBatchNorm` is that counterpart, built on ``torch.distributed.all_reduce``: in
 training mode, inside a process group of more than one rank, it normalises with the statistics of
-the whole global batch, computed from two sums over the ranks (the sum, then the sum of squared
-deviations: the two-pass form, free of the cancellation of E[x²] − E[x]²). Its backward sums the
-gradients of those sums over the ranks, as ``torch.nn.SyncBatchNorm``'s does. Everywhere else
+the whole global batch, combined from every rank's count, mean and variance by one all-reduce
+(as ``torch.nn.SyncBatchNorm`` combines them with one all-gather). Its backward sums the gradients
+of those statistics over the ranks, as ``torch.nn.SyncBatchNorm``'s does. Everywhere else
 (evaluation, one process) it is the plain BatchNorm computation. Its state dict is that of
 ``BatchNorm2d``, so checkpoints load into the plain model.
 """
@@ -79,14 +79,22 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         x = input.to(torch.promote_types(input.dtype, torch.float32))
         dims = [0, *range(2, x.ndim)]
         shape = [1, -1] + [1] * (x.ndim - 2)
-        count = torch.tensor([float(x.numel() // x.size(1))])
-        dist.all_reduce(count, group=group)
-        n = float(count.item())
+        # One all-reduce per layer and step (one more in backward): each rank's count, sum and sum of
+        # squares, the latter from its own mean and variance (computed stably, in two passes) and
+        # combined in float64, where E[x²] − E[x]² loses nothing at activation scales.
+        var_r, mean_r = torch.var_mean(x, dims, correction=0)
+        n_r = float(x.numel() // x.size(1))
+        local = torch.cat([n_r * mean_r.double(), n_r * (var_r.double() + mean_r.double() ** 2),
+                           torch.tensor([n_r], dtype=torch.float64)])
+        total = _global_sum(local, group)
+        channels = x.size(1)
+        n = float(total[-1].item())
         if n <= 1:
             raise ValueError(f"Expected more than 1 value per channel when training, got {int(n)} in all")
-        mean = _global_sum(x.sum(dims), group) / n
+        mean64 = total[:channels] / n
+        var64 = (total[channels:2 * channels] / n - mean64 ** 2).clamp_min(0)
+        mean, var = mean64.to(x.dtype), var64.to(x.dtype)
         centered = x - mean.view(shape)
-        var = _global_sum((centered * centered).sum(dims), group) / n
         out = centered * torch.rsqrt(var + self.eps).view(shape)
         if self.weight is not None:
             out = out * self.weight.view(shape)
