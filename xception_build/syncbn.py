@@ -94,12 +94,16 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
         mean64 = total[:channels] / n
         var64 = (total[channels:2 * channels] / n - mean64 ** 2).clamp_min(0)
         mean, var = mean64.to(x.dtype), var64.to(x.dtype)
-        centered = x - mean.view(shape)
-        out = centered * torch.rsqrt(var + self.eps).view(shape)
+        # y = x * scale + shift, the per-channel affine form PyTorch's CPU batch norm kernel applies:
+        # one fused pass over the activations forward and few backward, against five for the
+        # textbook (x - mean) * invstd * weight + bias (measured: most of this layer's time).
+        scale = torch.rsqrt(var + self.eps)
         if self.weight is not None:
-            out = out * self.weight.view(shape)
+            scale = scale * self.weight
+        shift = -mean * scale
         if self.bias is not None:
-            out = out + self.bias.view(shape)
+            shift = shift + self.bias
+        out = torch.addcmul(shift.view(shape), x, scale.view(shape))
         if self.track_running_stats and self.running_mean is not None and self.running_var is not None:
             with torch.no_grad():  # the unbiased variance, as F.batch_norm records it
                 self.running_mean.lerp_(mean.detach().to(self.running_mean.dtype), factor)
