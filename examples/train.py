@@ -284,10 +284,14 @@ def run(args: argparse.Namespace) -> int:
         speed = result.images / result.seconds if result.seconds else 0.0
         say(f"epoch {result.epoch}/{epochs}: loss {result.mean_loss:.4f}, {speed:.1f} img/s, lr {result.lr:.4g}, "
             f"val accuracy {100 * (result.val_accuracy or 0):.2f}% ({result.val_images} images)")
+        if not result.complete:  # resuming from here would skip the rest of the epoch
+            say(f"stopped by --max-steps within epoch {result.epoch}: weights written, no resume state "
+                "(resume states are written at the end of an epoch)")
         if ctx.is_main:
             try:
-                save_training_state(resume, state_of(step, epoch=result.epoch, epochs=epochs, seed=args.seed,
-                                                     rng=rng, spec=resolved, config=config, history=history))
+                if result.complete:
+                    save_training_state(resume, state_of(step, epoch=result.epoch, epochs=epochs, seed=args.seed,
+                                                         rng=rng, spec=resolved, config=config, history=history))
                 step.save(weights, metadata={"spec": resolved, "epoch": str(result.epoch)})
             except OSError as exc:
                 raise UserError(f"cannot write the checkpoint: {exc.strerror or exc}", hint=f"--out {weights}") from exc
@@ -299,7 +303,8 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.no_progress and ctx.is_main, precise_bn_batches=args.precise_bn,
             start_epoch=start_epoch, on_epoch_end=on_epoch_end)
     if history:
-        say(f"checkpoint: {weights} (xbuild export {args.spec} --weights {weights}); resume state: {resume}")
+        written = f"; resume state: {resume}" if resume.is_file() else ""
+        say(f"checkpoint: {weights} (xbuild export {args.spec} --weights {weights}){written}")
         final = history[-1]
         say(f"final accuracy: {100 * (final['val_accuracy'] or 0):.2f}% top-1 on {final['val_images']} validation "
             f"images ({described}) after {step.optimizer_steps} steps")

@@ -311,6 +311,7 @@ class EpochResult:
     val_accuracy: float | None = None
     val_images: int = 0
     lr: float = 0.0  # the learning rate the epoch started with
+    complete: bool = True  # False when max_steps ended the epoch early
 
 
 def set_epoch(batches: object, epoch: int) -> None:
@@ -336,7 +337,9 @@ def fit(step: TrainStep, train_batches: Iterable[Batch], *, epochs: int = 1,
     Before each epoch the loader learns the epoch (:func:`set_epoch`); after it the model is
     evaluated on ``val_batches`` (``precise_bn_batches`` > 0 first recomputes BN statistics on that
     many training batches, see :meth:`TrainStep.precise_bn`), then ``on_epoch_end`` runs (the
-    example writes its checkpoint there). ``losses`` (optional) receives every call's loss.
+    example writes its checkpoint there; ``result.complete`` is False for an epoch that
+    ``max_steps`` cut short, which a resume state must not record as finished). ``losses``
+    (optional) receives every call's loss.
 
     The learning-rate schedule spans ``epochs`` epochs; it is planned here unless the caller
     planned it (``step.plan_schedule``), as a resumed run does before loading its state. With
@@ -363,6 +366,7 @@ def fit(step: TrainStep, train_batches: Iterable[Batch], *, epochs: int = 1,
         bar = tqdm(_limit(train_batches, limit), total=limit, desc=f"epoch {epoch}/{epochs}", unit="batch",
                    disable=not progress, leave=False)
         pending: list[torch.Tensor] = []  # losses still on the device: reading each one would sync
+        complete = True
         for x, y in bar:
             pending.append(step(x, y))
             calls, images = calls + 1, images + len(y)
@@ -371,6 +375,7 @@ def fit(step: TrainStep, train_batches: Iterable[Batch], *, epochs: int = 1,
                 total_loss += _drain(pending, losses)
                 bar.set_postfix(mean_loss=f"{total_loss / calls:.3f}")
             if step.stepped and max_steps is not None and step.optimizer_steps >= max_steps:
+                complete = limit is not None and calls == limit
                 break
         total_loss += _drain(pending, losses)
         bar.close()
@@ -378,7 +383,8 @@ def fit(step: TrainStep, train_batches: Iterable[Batch], *, epochs: int = 1,
         synchronize(step.device)
         seconds = time.perf_counter() - start
         loss_sum, call_sum, image_sum = all_reduce([total_loss, calls, images], step.ctx)
-        result = EpochResult(epoch, loss_sum / max(call_sum, 1), steps, int(image_sum), seconds, lr=lr)
+        result = EpochResult(epoch, loss_sum / max(call_sum, 1), steps, int(image_sum), seconds, lr=lr,
+                             complete=complete)
         if val_batches is not None:
             if precise_bn_batches:
                 step.precise_bn(train_batches, precise_bn_batches)

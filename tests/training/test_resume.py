@@ -135,7 +135,7 @@ def test_resume_refuses_another_spec_a_weights_file_and_a_damaged_state(tmp_path
                                                                         capsys: pytest.CaptureFixture[str]) -> None:
     train = _example().main
     out = tmp_path / "run.safetensors"
-    assert train([*EXAMPLE_ARGS, "--epochs", "1", "--max-steps", "1", "--out", str(out)]) == 0
+    assert train([*EXAMPLE_ARGS, "--epochs", "1", "--out", str(out)]) == 0
     capsys.readouterr()
     other_spec = [a if a != "middle.repeat=1" else "middle.repeat=2" for a in EXAMPLE_ARGS]
     assert train([*other_spec, "--resume", str(resume_path(out)), "--out", str(out)]) == 2
@@ -187,3 +187,12 @@ def test_a_save_interrupted_midway_leaves_the_previous_checkpoint_whole(tmp_path
     after = load_file(str(weights))
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.resume.pt", "ckpt.safetensors"]  # no temp files
+
+
+def test_a_run_cut_short_by_max_steps_writes_weights_but_no_resume_state(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """A resume state saying "epoch 1 done" after 1 of its 3 steps would make --resume skip the rest."""
+    out = tmp_path / "quick.safetensors"
+    assert _example().main([*EXAMPLE_ARGS, "--epochs", "2", "--max-steps", "1", "--out", str(out)]) == 0
+    assert "stopped by --max-steps within epoch 1" in capsys.readouterr().out
+    assert out.is_file() and not resume_path(out).exists()
