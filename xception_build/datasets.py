@@ -5,6 +5,12 @@ and the CIFAR-10 python batches already on disk (read with a restricted unpickle
 :func:`load_cifar10`). torchvision is deliberately not used: it pins torch versions.
 Separate from :mod:`xception_build.training` because the step and loop take any iterable of
 ``(images, labels)`` batches; only ``examples/train.py`` needs to know where images come from.
+
+Training augmentation (random crop, flip) draws from a generator seeded by (seed, epoch, image
+index), never from the process's global RNG. So an image is augmented the same way whichever
+data-loader worker or rank reads it, however many there are, and a resumed run sees exactly the
+augmentations the uninterrupted one would have; ``set_epoch`` (called by the training loop, as
+for ``DistributedSampler``) moves to the next epoch's draws.
 """
 
 from __future__ import annotations
@@ -20,6 +26,43 @@ from xception_build.errors import UserError
 
 #: (mean, std) per RGB channel, as in a model's ``pretrained_cfg``
 Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]
+
+
+class DataError(UserError):
+    """A training file that cannot be read: one line naming it, exit code 2.
+
+    Raised inside DataLoader workers, where PyTorch re-raises it in the main process as
+    ``DataError(text)``, the text being the worker's whole formatted traceback; the constructor
+    keeps only the original message (and hint) from that text, so the user still sees one line.
+    """
+
+    def __init__(self, message: str, **kwargs: object) -> None:
+        marker = f"{type(self).__module__}.{type(self).__qualname__}: "
+        if message.startswith("Caught ") and marker in message:
+            message, _, hint = message.rsplit(marker, 1)[1].partition("\n  hint: ")
+            message = message.strip()
+            if hint.strip() and "hint" not in kwargs:
+                kwargs["hint"] = hint.strip()
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+
+
+def _augmentation_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator for one image's augmentation, the same for the same (seed, epoch, index)."""
+    mixed = ((seed * 1_000_003 + epoch) * 1_000_000_007 + index) % (2**63 - 1)
+    return torch.Generator().manual_seed(mixed)
+
+
+class _EpochSeeded:
+    """``set_epoch`` and the per-image generator shared by the augmenting datasets."""
+
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _generator(self, index: int) -> torch.Generator:
+        return _augmentation_generator(self.seed, self.epoch, index)
 
 
 def _channel_stats(norm: Normalisation) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,13 +89,13 @@ def synthetic_dataset(num_images: int, input_size: tuple[int, int, int], num_cla
     return torch.utils.data.TensorDataset(images, labels)
 
 
-class ImageFolder(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class ImageFolder(_EpochSeeded, torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """``root/<class>/<image>`` read with Pillow: resize, centre crop (random crop + flip to train)."""
 
     EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 
     def __init__(self, root: str | Path, input_size: tuple[int, int, int], norm: Normalisation, *,
-                 crop_pct: float = 0.875, train: bool = False) -> None:
+                 crop_pct: float = 0.875, train: bool = False, seed: int = 0) -> None:
         try:
             import PIL.Image
         except ImportError as exc:
@@ -72,7 +115,7 @@ class ImageFolder(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
         self.size = (height, width)
         self.resize = (round(height / crop_pct), round(width / crop_pct))
         self.mean, self.std = _channel_stats(norm)
-        self.train = train
+        self.train, self.seed = train, seed
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -81,25 +124,33 @@ class ImageFolder(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
         import numpy as np
 
         path, label = self.samples[index]
-        with self._image.open(path) as img:
-            rgb = img.convert("RGB").resize(self.resize[::-1], self._image.Resampling.BICUBIC)
-            x = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
+        try:
+            with self._image.open(path) as img:
+                rgb = img.convert("RGB").resize(self.resize[::-1], self._image.Resampling.BICUBIC)
+        except (OSError, ValueError, self._image.DecompressionBombError) as exc:
+            raise DataError(f"{path}: cannot read the image ({exc})",
+                            hint="remove or replace the file; every file with an image extension is read") from exc
+        x = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
         (h, w), (rh, rw) = self.size, self.resize
-        top, left = (rh - h) // 2, (rw - w) // 2
+        top, left, flip = (rh - h) // 2, (rw - w) // 2, False
         if self.train:
-            top, left = int(torch.randint(rh - h + 1, ())), int(torch.randint(rw - w + 1, ()))
+            gen = self._generator(index)
+            top = int(torch.randint(rh - h + 1, (), generator=gen))
+            left = int(torch.randint(rw - w + 1, (), generator=gen))
+            flip = bool(torch.rand((), generator=gen) < 0.5)
         x = x[:, top:top + h, left:left + w]
-        if self.train and bool(torch.rand(()) < 0.5):
+        if flip:
             x = x.flip(2)
         return (x.float() / 255 - self.mean) / self.std, torch.tensor(label)
 
 
-class UInt8Images(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
+class UInt8Images(_EpochSeeded, torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
     """uint8 NCHW images held in memory, normalised (and resized to the model's input) on access."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, input_size: tuple[int, int, int],
-                 norm: Normalisation, *, train: bool = False) -> None:
+                 norm: Normalisation, *, train: bool = False, seed: int = 0) -> None:
         self.images, self.labels, self.size, self.train = images, labels, tuple(input_size[1:]), train
+        self.seed = seed
         self.mean, self.std = _channel_stats(norm)
 
     def __len__(self) -> int:
@@ -107,7 +158,7 @@ class UInt8Images(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.images[index].float() / 255
-        if self.train and bool(torch.rand(()) < 0.5):
+        if self.train and bool(torch.rand((), generator=self._generator(index)) < 0.5):
             x = x.flip(2)
         if tuple(x.shape[1:]) != self.size:
             x = nn.functional.interpolate(x[None], size=self.size, mode="bilinear", align_corners=False)[0]
