@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import Subset, random_split
+from torch.utils.data import random_split
 
 from xception_build import build_model, load_spec
 from xception_build.checkpoint import (
@@ -64,7 +64,7 @@ from xception_build.checkpoint import (
     save_training_state,
     state_of,
 )
-from xception_build.datasets import ImageFolder, UInt8Images, load_cifar10, synthetic_dataset
+from xception_build.datasets import is_cifar10, open_data, synthetic_dataset
 from xception_build.distributed import (
     DistContext,
     all_gather_object,
@@ -76,7 +76,7 @@ from xception_build.distributed import (
 from xception_build.errors import UserError, XBuildError
 from xception_build.loaders import default_workers, eval_loader, train_loader
 from xception_build.recipes import RECIPES, SCHEDULE_CHOICES, recipe
-from xception_build.spec import dump_resolved_yaml
+from xception_build.spec import Spec, dump_resolved_yaml
 from xception_build.training import (
     AMP_CHOICES,
     OPTIMIZER_CHOICES,
@@ -133,43 +133,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_datasets(args: argparse.Namespace, cfg: dict[str, Any], num_classes: int) -> tuple[Any, Any, str]:
-    """(train, validation, description) for --data, or the synthetic task without it."""
-    size, norm = tuple(cfg["input_size"]), (tuple(cfg["mean"]), tuple(cfg["std"]))
+def make_datasets(args: argparse.Namespace, spec: Spec, num_classes: int) -> tuple[Any, Any, str]:
+    """(train, validation, description) for --data (xception_build.datasets.open_data), or the
+    synthetic task without it."""
     if args.data is None:
+        height, width = spec.input.height_width
+        size = (spec.input.channels, height, width)
         held_out = max(args.synthetic_size // 8, args.batch_size)
         data = synthetic_dataset(args.synthetic_size + held_out, size, num_classes, seed=args.seed)
         train, val = random_split(data, [args.synthetic_size, held_out], torch.Generator().manual_seed(0))
         return train, val, f"synthetic ({num_classes} classes)"
-    root = args.data.expanduser()
-    if (root / "cifar-10-batches-py").is_dir() or (root / "data_batch_1").is_file():
-        if num_classes != 10:
-            raise UserError(f"CIFAR-10 has 10 classes, the spec's head has {num_classes}",
-                            hint="add --set head.num_classes=10")
-        train_set = UInt8Images(*load_cifar10(root, train=True), size, norm, train=True, seed=args.seed)
-        return train_set, UInt8Images(*load_cifar10(root, train=False), size, norm), "CIFAR-10"
-    return _image_folders(root, size, norm, float(cfg.get("crop_pct", 0.875)), num_classes, args.seed)
-
-
-def _image_folders(root: Path, size: Any, norm: Any, crop: float, num_classes: int,
-                   seed: int) -> tuple[Any, Any, str]:
-    """``root/train`` (+ ``val``/``validation``/``test``), or one folder with 10% held out."""
-    whole = ImageFolder(root / "train" if (root / "train").is_dir() else root, size, norm, crop_pct=crop,
-                        train=True, seed=seed)
-    val_dir = next((root / d for d in ("val", "validation", "test") if (root / d).is_dir()), None)
-    train: Any = whole
-    if val_dir is not None and (root / "train").is_dir():
-        val: Any = ImageFolder(val_dir, size, norm, crop_pct=crop)
-    else:  # hold out 10%, read without the training augmentation
-        order = torch.randperm(len(whole), generator=torch.Generator().manual_seed(seed)).tolist()
-        count = max(1, len(whole) // 10)
-        train = Subset(whole, order[count:])
-        val = Subset(ImageFolder(whole.root, size, norm, crop_pct=crop), order[:count])
-    classes = len(whole.classes)
-    if classes > num_classes:
-        raise UserError(f"{root} has {classes} classes, the spec's head has {num_classes} outputs",
-                        hint=f"add --set head.num_classes={classes}")
-    return train, val, f"image folder {root} ({classes} classes)"
+    splits = open_data(args.data, spec.input, num_classes, seed=args.seed)
+    return splits.train, splits.val, splits.description
 
 
 def make_options(args: argparse.Namespace, device: torch.device) -> TrainOptions:
@@ -234,8 +209,8 @@ def run(args: argparse.Namespace) -> int:
     # own generator), and DDP copies rank 0's parameters to all ranks anyway.
     _seed_everything(args.seed + ctx.rank)
     model = build_model(spec, seed=args.seed)
-    train_data, val_data, described = make_datasets(args, model.pretrained_cfg, model.num_classes)
-    on_disk = args.data is not None and isinstance(train_data, (ImageFolder, Subset))
+    train_data, val_data, described = make_datasets(args, spec, model.num_classes)
+    on_disk = args.data is not None and not is_cifar10(args.data.expanduser())
     workers = args.workers if args.workers is not None else default_workers(ctx, decodes_files=on_disk)
     loader = train_loader(train_data, args.batch_size, ctx, seed=args.seed, workers=workers, pin_memory=gpu)
     val_loader = eval_loader(val_data, args.batch_size, ctx, workers=workers, pin_memory=gpu)

@@ -15,8 +15,13 @@ from pathlib import Path
 
 import click
 
+from exporters.calibration import (
+    DEFAULT_CALIBRATION_IMAGES,
+    DEFAULT_EVALUATION_IMAGES,
+    DataSource,
+)
 from exporters.contract import BackendName, BatchProfile, BatchSelection, Precision
-from exporters.options import backend_option, batch_option, tolerance_options
+from exporters.options import backend_option, batch_option, tolerance_option
 from xception_build.cli import EXIT_CODES_HELP, json_option, set_option
 from xception_build.errors import UserError
 from xception_build.files import check_output_file
@@ -28,6 +33,7 @@ Examples:
   xbuild export specs/xception.yaml --out build/
   xbuild export specs/xception_cifar.yaml --weights cifar.safetensors --batch 1:32:64 --out build/cifar
   xbuild export specs/xception.yaml --onnx --trt --precision fp16 --batch 1:8:32 --out build/trt
+  xbuild export specs/xception_cifar.yaml --weights cifar.safetensors --precision int8 --calib ~/data/cifar10
 
 {EXIT_CODES_HELP}""")
 @click.argument("spec", type=click.Path(path_type=Path))
@@ -40,19 +46,32 @@ Examples:
 @click.option("--trt", "want_trt", is_flag=True,
               help="Build a TensorRT engine, model.plan, from the exported ONNX. Without --onnx the ONNX is "
                    "an intermediate and not kept.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="fp16 also writes model.fp16.onnx and builds an FP16 engine with --trt.")
+@click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
+              help="fp16 also writes model.fp16.onnx, int8 a QDQ model.int8.onnx (needs --calib); --trt builds "
+                   "the engine of that precision.")
+@click.option("--calib", metavar="DATA|synthetic",
+              help="int8: the data folder (CIFAR-10, or an image folder with train/ and val/) whose training "
+                   "images calibrate the activation ranges and whose held-out images judge the result; "
+                   "'synthetic' only where no data exists.")
+@click.option("--calib-size", type=click.IntRange(min=1), default=DEFAULT_CALIBRATION_IMAGES, show_default=True,
+              help="int8: calibration images.")
+@click.option("--eval-size", type=click.IntRange(min=1), default=DEFAULT_EVALUATION_IMAGES, show_default=True,
+              help="int8: held-out images the int8 artifact is judged on.")
+@click.option("--calib-exclude", multiple=True, metavar="BLOCK",
+              help="int8: keep this block in float (a module name such as middle.blocks.3, or a spec path such "
+                   "as middle.blocks[0] for all its repeats; repeatable).")
 @batch_option("Batch profile of the artifacts; verification runs MIN, OPT and MAX.  [default: 1:8:16]")
 @click.option("--static-batch", is_flag=True, help="Fix the batch size in the graph (--batch N; default 1).")
 @click.option("--opset", type=int, default=18, show_default=True, help="ONNX opset (18 or newer).")
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
               help="Output folder; its previous export is replaced only once the new one is complete.")
 @click.option("--workspace-gib", type=float, default=4.0, show_default=True, help="TensorRT workspace limit.")
-@tolerance_options
+@tolerance_option
 @json_option
 def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], want_onnx: bool,
-                   want_trt: bool, precision: Precision, batch: BatchSelection | None, static_batch: bool,
-                   opset: int, out: Path, workspace_gib: float, atol: float | None, rtol: float | None,
+                   want_trt: bool, precision: Precision, calib: str | None, calib_size: int, eval_size: int,
+                   calib_exclude: tuple[str, ...], batch: BatchSelection | None, static_batch: bool,
+                   opset: int, out: Path, workspace_gib: float, tolerances: dict[str, float],
                    as_json: bool) -> None:
     """Export SPEC to ONNX and/or TensorRT, verify it against PyTorch, write a manifest.
 
@@ -74,8 +93,9 @@ def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], w
         formats.add("tensorrt")
     request = ExportRequest(spec=spec, out=out, weights=weights, overrides=tuple(overrides),
                             formats=frozenset(formats), precision=precision, profile=profile,
-                            static_batch=static_batch, opset=opset, atol=atol, rtol=rtol,
-                            workspace_bytes=int(workspace_gib * (1 << 30)))
+                            static_batch=static_batch, opset=opset, tolerance=tuple(tolerances.items()),
+                            workspace_bytes=int(workspace_gib * (1 << 30)), calib_exclude=tuple(calib_exclude),
+                            calib=None if calib is None else DataSource(calib, calib_size, eval_size))
     check_request(request)  # TensorRT present, --out usable: before "exporting" is said
     click.echo(f"exporting {spec} to {out}/ (batch profile {profile}) ...", err=True)
     try:
@@ -107,11 +127,14 @@ Examples:
 @set_option
 @batch_option("Batch sizes for --onnx (default: the file's own profile).")
 @backend_option("Run only these backends (default: every one this machine has).")
-@tolerance_options
+@click.option("--data", metavar="DATA",
+              help="int8 artifacts: read their held-out images from this folder (default: where the manifest "
+                   "says; required with an int8 --onnx file).")
+@tolerance_option
 @json_option
 def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path | None, spec: Path | None,
                    weights: Path | None, overrides: Sequence[str], batch: BatchSelection | None,
-                   backends: tuple[BackendName, ...], atol: float | None, rtol: float | None,
+                   backends: tuple[BackendName, ...], data: str | None, tolerances: dict[str, float],
                    as_json: bool) -> None:
     """Re-check an export folder (DIRECTORY) or a user-brought --onnx file.
 
@@ -132,14 +155,14 @@ def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path |
         if spec is None:
             raise UserError("--onnx needs --spec SPEC (and usually --weights FILE) to compare against")
         result = verify_onnx_file(onnx_file, spec, weights, overrides=overrides,
-                                  batches=batch.sizes if batch is not None else None,
-                                  atol=atol, rtol=rtol, backends=backends or None)
+                                  batches=batch.sizes if batch is not None else None, tolerance=tolerances,
+                                  backends=backends or None, data=DataSource(data) if data is not None else None)
     else:
-        if spec or weights or overrides or batch or atol is not None or rtol is not None:
-            raise UserError("--spec, --weights, --set, --batch, --atol and --rtol go with --onnx; "
+        if spec or weights or overrides or batch or tolerances:
+            raise UserError("--spec, --weights, --set, --batch and --tolerance go with --onnx; "
                             "a folder is verified with the settings in its manifest")
         assert directory is not None
-        result = verify_directory(directory, backends=backends or None)
+        result = verify_directory(directory, backends=backends or None, data=data)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

@@ -32,7 +32,7 @@ def model_kind(kind: ArtifactKind) -> ModelArtifactKind | None:
 
 
 #: Numeric precision of an artifact's weights and compute (its interface stays fp32).
-Precision = Literal["fp32", "fp16"]
+Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 Device = Literal["cpu", "cuda"]
@@ -48,6 +48,7 @@ META_SPEC_NAME = "xbuild.spec_name"
 META_SPEC_HASH = "xbuild.spec_hash"
 META_PRECISION = "xbuild.precision"
 META_BATCH_PROFILE = "xbuild.batch_profile"
+META_BLOCKS = "xbuild.blocks"  # JSON: each spec block's output tensor and nodes (exporters.onnx.blocks)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,8 @@ from exporters.verify.compare import Tolerance
 from xception_build.errors import UserError
 from xception_build.files import atomic_write, sha256_file
 
-FORMAT_VERSION = 1
+#: 2: scale-relative tolerances (max_error, ...) and their rule; 1 had absolute atol/rtol
+FORMAT_VERSION = 2
 MANIFEST_NAME = "manifest.json"
 
 
@@ -78,23 +79,37 @@ class ModelInfo(_Section):
     params: int | None = None
 
 
+class DataInfo(_Section):
+    """``verification.data``: the images an int8 artifact was calibrated and judged on."""
+
+    data: str  # the folder, or "synthetic"
+    calibration_images: PositiveInt
+    evaluation_images: PositiveInt
+    seed: NonNegativeInt = 0
+    description: str = ""
+    fingerprint: str = ""  # sha256 of the held-out images as fed
+
+
 class VerificationInfo(_Section):
     """``verification``: the settings a re-verification repeats, and the results of the export's run."""
 
     reference: Any = None
     seed: NonNegativeInt = 0
     batches: list[PositiveInt] = Field(min_length=1)
+    rule: str = ""  # the pass rule the tolerances are bounds of (exporters.verify.compare.RULE)
     tolerances: dict[Precision, Tolerance]
+    data: DataInfo | None = None
     passed: Any = None
     results: Any = None
     not_run: Any = None
+    notes: Any = None
 
     @field_validator("tolerances")
     @classmethod
     def _finite_tolerances(cls, tolerances: dict[str, Tolerance]) -> dict[str, Tolerance]:
         for precision, tol in tolerances.items():
             for name, value in tol.to_dict().items():
-                if not math.isfinite(value) or value < 0:
+                if value is not None and (not math.isfinite(value) or value < 0):
                     raise ValueError(f"{precision}.{name} is {value}, must be a finite number >= 0")
         return tolerances
 
@@ -149,6 +164,9 @@ def read_manifest(directory: str | Path) -> Manifest:
     version = data.get("format_version") if isinstance(data, dict) else None
     if not isinstance(version, int):
         raise UserError(f"{path}: no integer format_version; not an xbuild manifest")
+    if version < FORMAT_VERSION:
+        raise UserError(f"{path}: manifest format version {version} records absolute tolerances (atol/rtol) that "
+                        "this xbuild no longer judges by", hint="re-export the folder with this xbuild")
     if version > FORMAT_VERSION:
         raise UserError(f"{path}: manifest format version {version} is newer than this xbuild reads "
                         f"(up to {FORMAT_VERSION})", hint="upgrade xception-build to verify this export")

@@ -2,7 +2,8 @@
 
 ``--backend`` is repeatable and takes comma-separated names alike, from the one registry
 (:mod:`exporters.backends`); ``--batch`` is :func:`exporters.contract.parse_batches` everywhere;
-``--atol``/``--rtol`` are checked when parsed, before any work starts.
+``--tolerance NAME=VALUE`` sets one bound of the pass rule (:mod:`exporters.verify.compare`) and
+is checked when parsed, before any work starts.
 """
 
 from __future__ import annotations
@@ -28,10 +29,24 @@ def _batch(ctx: click.Context, param: click.Parameter, value: str | None) -> Bat
     return None if value is None else parse_batches(value)
 
 
-def _tolerance(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and not (math.isfinite(value) and value >= 0):
-        raise UserError(f"--{param.name} {value}: must be a finite number >= 0")
-    return value
+def _tolerances(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
+    from exporters.verify.compare import TOLERANCE_NAMES
+
+    bounds: dict[str, float] = {}
+    for value in values:
+        name, sep, number = value.partition("=")
+        name = name.strip()
+        if not sep or name not in TOLERANCE_NAMES:
+            raise UserError(f"--tolerance {value!r}: expected NAME=VALUE with NAME one of {', '.join(TOLERANCE_NAMES)}")
+        try:
+            bound = float(number)
+        except ValueError:
+            raise UserError(f"--tolerance {value!r}: {number.strip()!r} is not a number") from None
+        if not (math.isfinite(bound) and bound >= 0) or (name.startswith("min_") and bound > 1):
+            raise UserError(f"--tolerance {value!r}: must be a finite number >= 0"
+                            + (" and at most 1 (a fraction)" if name.startswith("min_") else ""))
+        bounds[name] = bound
+    return bounds
 
 
 def backend_option(help_text: str) -> Callable[[F], F]:
@@ -47,9 +62,9 @@ def batch_option(help_text: str) -> Callable[[F], F]:
                              "N,N,... a list of sizes.")
 
 
-def tolerance_options(f: F) -> F:
-    atol = click.option("--atol", type=float, callback=_tolerance,
-                        help="Absolute tolerance of the checked precision (default: fp32 1e-4, fp16 1e-2).")
-    rtol = click.option("--rtol", type=float, callback=_tolerance,
-                        help="Relative tolerance of the checked precision (default: fp32 1e-3, fp16 1e-2).")
-    return atol(rtol(f))
+def tolerance_option(f: F) -> F:
+    return click.option(
+        "--tolerance", "tolerances", multiple=True, callback=_tolerances, metavar="NAME=VALUE",
+        help="Override one bound of the checked precision's pass rule (repeatable): max_error (of each "
+             "sample's scale; default fp32 1e-4, fp16 2e-2), min_cosine, min_top1, min_top5, max_accuracy_drop "
+             "(int8: 0.01 = 1 point). See docs/EXPORT.md.")(f)

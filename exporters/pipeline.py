@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
+from exporters.calibration import SYNTHETIC_WARNING, DataSource, HeldOut, load_images
 from exporters.contract import (
     INPUT_NAME,
     META_PRECISION,
@@ -34,6 +37,7 @@ from exporters.manifest import (
     FORMAT_VERSION,
     MANIFEST_NAME,
     Artifact,
+    DataInfo,
     Manifest,
     ModelInfo,
     SpecInfo,
@@ -45,17 +49,21 @@ from exporters.manifest import (
     write_manifest,
 )
 from exporters.onnx.export import DEFAULT_OPSET, check_export_options, export_onnx, serialize, to_fp16
+from exporters.onnx.quantize import channel_warnings, quantize_int8, require_quantization_tooling
 from exporters.runner import TorchRunner
 from exporters.verify.checks import Target, VerificationResult, run_checks
-from exporters.verify.compare import DEFAULT_TOLERANCES, Tolerance, tolerance_for
+from exporters.verify.compare import DEFAULT_TOLERANCES, RULE, Tolerance, tolerance_for
 from exporters.verify.reference import reference_model
 from xception_build.errors import UserError
 from xception_build.files import Staging, check_output_folder, staged_output
 from xception_build.model import XceptionNet
+from xception_build.plan import Plan
 from xception_build.spec import Spec, dump_resolved_yaml, load_spec, resolved_data, spec_hash
 from xception_build.weights import save_weights
 
-ONNX_NAME, ONNX_FP16_NAME = "model.onnx", "model.fp16.onnx"
+ONNX_NAME = "model.onnx"
+#: the ONNX file of each reduced precision, written beside model.onnx
+REDUCED_ONNX_NAMES: dict[Precision, str] = {"fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
 PLAN_NAME, TIMING_CACHE_NAME = "model.plan", "timing.cache"
 WEIGHTS_NAME, SPEC_NAME = "weights.safetensors", "spec.resolved.yaml"
 DEFAULT_PROFILE = BatchProfile(1, 8, 16)
@@ -76,17 +84,25 @@ class ExportRequest:
     profile: BatchProfile = DEFAULT_PROFILE
     static_batch: bool = False
     opset: int = DEFAULT_OPSET
-    atol: float | None = None
-    rtol: float | None = None
+    tolerance: tuple[tuple[str, float], ...] = ()  # --tolerance NAME=VALUE for the precision asked for
     seed: int = 0
     workspace_bytes: int = 4 << 30
+    calib: DataSource | None = None  # int8: calibration and held-out images
+    calib_exclude: tuple[str, ...] = ()  # int8: module names of blocks kept in float
 
     def __post_init__(self) -> None:
         # Checked here, before the spec is loaded or --out touched: a bad option costs nothing.
         if not self.formats:
             raise UserError("nothing to export: choose --onnx, --trt or both")
         check_export_options(self.profile, static_batch=self.static_batch, opset=self.opset)
-        tolerance_for(self.precision, self.atol, self.rtol)
+        tolerance_for(self.precision, dict(self.tolerance))
+        if self.precision == "int8" and self.calib is None:
+            raise UserError("--precision int8 needs --calib DATA: the images its activation ranges are "
+                            "calibrated on and its agreement is checked on",
+                            hint="a CIFAR-10 or image folder as examples/train.py reads; --calib synthetic "
+                                 "only where no data exists")
+        if self.precision != "int8" and (self.calib is not None or self.calib_exclude):
+            raise UserError("--calib, --calib-size, --eval-size and --calib-exclude go with --precision int8")
         if self.workspace_bytes <= 0:
             raise UserError(f"--workspace-gib {self.workspace_bytes / (1 << 30):g}: must be a finite number > 0")
 
@@ -127,26 +143,38 @@ def run_export(request: ExportRequest) -> ExportResult:
     """Export, verify and install; raises ``VerificationFailed`` (after installing) when a check fails."""
     check_request(request)
     tolerances = _tolerances(request)
+    if request.precision == "int8":
+        require_quantization_tooling()
     spec = load_spec(request.spec, request.overrides)
     model = reference_model(spec, request.weights, request.seed)
+    excluded = blocks_named(model.plan, request.calib_exclude)
     input_size = model.plan.input_shape.as_tuple()
     provenance = _Provenance(spec_hash(spec), library_versions())
+    images = load_images(request.calib, spec) if request.calib is not None else None
     with staged_output(request.out, ".xbuild-export-") as stage:
-        artifacts, builder = _write_artifacts(request, stage, spec, model, provenance)
+        artifacts, builder = _write_artifacts(request, stage, spec, model, provenance,
+                                              images[0] if images else None, excluded)
         targets = [Target(stage.path / a.path, kind, a.precision or "fp32") for a in artifacts
                    if (kind := model_kind(a.kind)) is not None]
         result = run_checks(TorchRunner(model, input_size), targets, seed=request.seed,
-                            batches=request.profile.check_batches(), tolerances=tolerances)
+                            batches=request.profile.check_batches(), tolerances=tolerances,
+                            held_out=images[1] if images else None)
+        if request.precision == "int8":
+            result.notes += channel_warnings(model.plan)
+            if request.calib is not None and request.calib.synthetic:
+                result.notes.append(SYNTHETIC_WARNING)
         if not result.failed and not result.passed:
             result.raise_for_verdict()  # an artifact nothing here could check: exit 3, folder untouched
-        manifest = _manifest(request, spec, model, artifacts, tolerances, result, builder, provenance)
+        manifest = _manifest(request, spec, model, artifacts, tolerances, result, builder, provenance,
+                             images[1] if images else None)
         _install(stage, [a.path for a in artifacts], manifest)
     result.raise_for_verdict()  # failed: installed for inspection, marked failed in the manifest, exit 1
     return ExportResult(request.out, manifest, result)
 
 
 def _write_artifacts(request: ExportRequest, stage: Staging, spec: Spec, model: XceptionNet,
-                     provenance: _Provenance) -> tuple[list[Artifact], dict[str, Any] | None]:
+                     provenance: _Provenance, calibration: np.ndarray | None, excluded: Sequence[str]
+                     ) -> tuple[list[Artifact], dict[str, Any] | None]:
     """Write every requested file into the staging folder; return the ones to install (described)."""
     input_size = model.plan.input_shape.as_tuple()
     onnx_proto = export_onnx(model, input_size, profile=request.profile, static_batch=request.static_batch,
@@ -154,9 +182,15 @@ def _write_artifacts(request: ExportRequest, stage: Staging, spec: Spec, model: 
                              producer_version=provenance.tool_version)
     (stage.path / ONNX_NAME).write_bytes(serialize(onnx_proto))
     onnx_files: list[tuple[str, Precision]] = [(ONNX_NAME, "fp32")]
-    if request.precision == "fp16":
-        (stage.path / ONNX_FP16_NAME).write_bytes(serialize(to_fp16(onnx_proto)))
-        onnx_files.append((ONNX_FP16_NAME, "fp16"))
+    if request.precision != "fp32":
+        name = REDUCED_ONNX_NAMES[request.precision]
+        if request.precision == "fp16":
+            reduced = to_fp16(onnx_proto)
+        else:
+            assert calibration is not None  # ExportRequest requires --calib for int8
+            reduced = quantize_int8(onnx_proto, calibration, exclude=excluded)
+        (stage.path / name).write_bytes(serialize(reduced))
+        onnx_files.append((name, request.precision))
     del onnx_proto
     artifacts: list[Artifact] = []
     if "onnx" in request.formats:
@@ -172,10 +206,24 @@ def _write_artifacts(request: ExportRequest, stage: Staging, spec: Spec, model: 
     return artifacts, builder
 
 
+def blocks_named(plan: Plan, names: Sequence[str]) -> list[str]:
+    """Module names of the blocks ``names`` mean: a module name (``middle.blocks.3``), or a spec path
+    (``middle.blocks[0]``: every repeat of it). An unknown name is a user error with examples."""
+    modules: list[str] = []
+    for name in names:
+        found = [b.module_name for b in plan.blocks if name in (b.module_name, b.spec_path)]
+        if not found:
+            examples = ", ".join(dict.fromkeys(x for b in plan.blocks[:4] for x in (b.module_name, b.spec_path)))
+            raise UserError(f"--calib-exclude {name}: no block of the spec is called that",
+                            hint=f"give module names or spec paths as `xbuild compile` lists them, e.g. {examples}")
+        modules += [m for m in found if m not in modules]
+    return modules
+
+
 def _tolerances(request: ExportRequest) -> dict[Precision, Tolerance]:
-    """Defaults per precision; --atol/--rtol override the precision that was asked for."""
+    """Defaults per precision; --tolerance overrides the precision that was asked for."""
     tolerances = dict(DEFAULT_TOLERANCES)
-    tolerances[request.precision] = tolerance_for(request.precision, request.atol, request.rtol)
+    tolerances[request.precision] = tolerance_for(request.precision, dict(request.tolerance))
     return tolerances
 
 
@@ -183,7 +231,7 @@ def _build_plan(request: ExportRequest, stage: Staging, input_size: tuple[int, i
     from exporters.tensorrt.engine import BuildSettings, build_engine, build_recipe, major_version
 
     recipe = build_recipe(major_version(), request.precision)
-    source = ONNX_FP16_NAME if recipe.onnx_precision == "fp16" else ONNX_NAME
+    source = REDUCED_ONNX_NAMES.get(recipe.onnx_precision, ONNX_NAME)
     cache = stage.path / TIMING_CACHE_NAME
     if (request.out / TIMING_CACHE_NAME).is_file():
         shutil.copyfile(request.out / TIMING_CACHE_NAME, cache)  # reuse the last build's timings
@@ -210,8 +258,12 @@ def _onnx_metadata(model: XceptionNet, spec: Spec, provenance: _Provenance) -> d
 
 def _manifest(request: ExportRequest, spec: Spec, model: XceptionNet, artifacts: Sequence[Artifact],
               tolerances: dict[Precision, Tolerance], result: VerificationResult,
-              builder: dict[str, Any] | None, provenance: _Provenance) -> Manifest:
+              builder: dict[str, Any] | None, provenance: _Provenance, held_out: HeldOut | None) -> Manifest:
     plan = model.plan
+    calib = request.calib
+    data = None if calib is None or held_out is None else DataInfo(
+        data=calib.data, calibration_images=calib.calibration_images, evaluation_images=calib.evaluation_images,
+        seed=calib.seed, description=held_out.description, fingerprint=held_out.fingerprint)
     input_size = list(plan.input_shape.as_tuple())
     batch: int | str = request.profile.opt if request.static_batch else "N"
     outputs = plan.head.num_classes or plan.num_features
@@ -231,13 +283,15 @@ def _manifest(request: ExportRequest, spec: Spec, model: XceptionNet, artifacts:
                 "batch_profile": str(request.profile), "static_batch": request.static_batch,
                 "precision": request.precision,
                 "batchnorm_folded": True, "weights_source": str(request.weights) if request.weights else None,
-                "init_seed": request.seed, "tensorrt": builder},
+                "init_seed": request.seed, "tensorrt": builder,
+                "int8": None if calib is None else {"calibration": calib.data, "excluded_blocks":
+                                                     blocks_named(plan, request.calib_exclude)}},
         artifacts=list(artifacts),
         verification=VerificationInfo(
             reference="pytorch-cpu, eval mode, TF32 off", seed=request.seed,
-            batches=list(request.profile.check_batches()), tolerances=dict(tolerances),
+            batches=list(request.profile.check_batches()), rule=RULE, tolerances=dict(tolerances), data=data,
             passed=result.passed, results=[c.to_dict() for c in result.comparisons],
-            not_run=[vars(s) for s in result.skipped]),
+            not_run=[vars(s) for s in result.skipped], notes=list(result.notes)),
     )
 
 

@@ -17,12 +17,17 @@ from __future__ import annotations
 
 import functools
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from xception_build.errors import UserError
+
+if TYPE_CHECKING:
+    from xception_build.spec import InputSpec
 
 #: (mean, std) per RGB channel, as in a model's ``pretrained_cfg``
 Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]
@@ -95,7 +100,7 @@ class ImageFolder(_EpochSeeded, torch.utils.data.Dataset[tuple[torch.Tensor, tor
     EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".webp", ".tif", ".tiff")
 
     def __init__(self, root: str | Path, input_size: tuple[int, int, int], norm: Normalisation, *,
-                 crop_pct: float = 0.875, train: bool = False, seed: int = 0) -> None:
+                 crop_pct: float = 0.875, train: bool = False, seed: int = 0, interpolation: str = "bicubic") -> None:
         try:
             import PIL.Image
         except ImportError as exc:
@@ -116,6 +121,8 @@ class ImageFolder(_EpochSeeded, torch.utils.data.Dataset[tuple[torch.Tensor, tor
         self.resize = (round(height / crop_pct), round(width / crop_pct))
         self.mean, self.std = _channel_stats(norm)
         self.train, self.seed = train, seed
+        self.resample = {"bicubic": PIL.Image.Resampling.BICUBIC, "bilinear": PIL.Image.Resampling.BILINEAR,
+                         "nearest": PIL.Image.Resampling.NEAREST}[interpolation]
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -126,7 +133,7 @@ class ImageFolder(_EpochSeeded, torch.utils.data.Dataset[tuple[torch.Tensor, tor
         path, label = self.samples[index]
         try:
             with self._image.open(path) as img:
-                rgb = img.convert("RGB").resize(self.resize[::-1], self._image.Resampling.BICUBIC)
+                rgb = img.convert("RGB").resize(self.resize[::-1], self.resample)
         except (OSError, ValueError, self._image.DecompressionBombError) as exc:
             raise DataError(f"{path}: cannot read the image ({exc})",
                             hint="remove or replace the file; every file with an image extension is read") from exc
@@ -148,9 +155,9 @@ class UInt8Images(_EpochSeeded, torch.utils.data.Dataset[tuple[torch.Tensor, tor
     """uint8 NCHW images held in memory, normalised (and resized to the model's input) on access."""
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, input_size: tuple[int, int, int],
-                 norm: Normalisation, *, train: bool = False, seed: int = 0) -> None:
+                 norm: Normalisation, *, train: bool = False, seed: int = 0, interpolation: str = "bilinear") -> None:
         self.images, self.labels, self.size, self.train = images, labels, tuple(input_size[1:]), train
-        self.seed = seed
+        self.seed, self.interpolation = seed, interpolation
         self.mean, self.std = _channel_stats(norm)
 
     def __len__(self) -> int:
@@ -161,8 +168,73 @@ class UInt8Images(_EpochSeeded, torch.utils.data.Dataset[tuple[torch.Tensor, tor
         if self.train and bool(torch.rand((), generator=self._generator(index)) < 0.5):
             x = x.flip(2)
         if tuple(x.shape[1:]) != self.size:
-            x = nn.functional.interpolate(x[None], size=self.size, mode="bilinear", align_corners=False)[0]
+            align = None if self.interpolation == "nearest" else False
+            x = nn.functional.interpolate(x[None], size=self.size, mode=self.interpolation, align_corners=align)[0]
         return (x - self.mean) / self.std, self.labels[index]
+
+
+@dataclass
+class DataSplits:
+    """A data folder as training and held-out validation sets, preprocessed as a spec's ``input`` says."""
+
+    train: torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]
+    val: torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]
+    description: str
+    form: str  # cifar10 | image-folders (train/ and val/) | image-folder (10 % held out)
+    decodes_files: bool
+
+
+#: the validation folder names of an image-folder dataset, in the order they are looked for
+VALIDATION_FOLDERS = ("val", "validation", "test")
+
+
+def is_cifar10(root: Path) -> bool:
+    return (root / "cifar-10-batches-py").is_dir() or (root / "data_batch_1").is_file()
+
+
+def open_data(root: str | Path, spec_input: InputSpec, num_classes: int, *, seed: int = 0,
+              augment: bool = True) -> DataSplits:
+    """Every data form the project reads: CIFAR-10 batches; ``root/train`` with ``root/val`` (or
+    ``validation``, ``test``); or one folder of ``<class>/<image>`` with 10 % held out, chosen by
+    ``seed`` (so training and a later int8 calibration hold out the same images).
+
+    Images are resized (``size / crop_pct``, with the spec's interpolation), centre-cropped and
+    normalised with the spec's mean and std; ``augment`` adds random crops and flips to the
+    training set only.
+    """
+    root = Path(root).expanduser()
+    height, width = spec_input.height_width
+    size = (spec_input.channels, height, width)
+    norm: Normalisation = (tuple(spec_input.mean), tuple(spec_input.std))  # type: ignore[assignment]
+    if is_cifar10(root):
+        if num_classes != 10:
+            raise UserError(f"CIFAR-10 has 10 classes, the spec's head has {num_classes}",
+                            hint="add --set head.num_classes=10")
+        mode = spec_input.interpolation
+        train = UInt8Images(*load_cifar10(root, train=True), size, norm, train=augment, seed=seed, interpolation=mode)
+        val = UInt8Images(*load_cifar10(root, train=False), size, norm, interpolation=mode)
+        return DataSplits(train, val, "CIFAR-10", "cifar10", decodes_files=False)
+    if not root.is_dir():
+        raise UserError(f"data folder {str(root)!r} does not exist or is not a directory",
+                        hint="give a CIFAR-10 folder (cifar-10-batches-py) or an image folder (<class>/<image>)")
+    crop, mode = spec_input.crop_pct, spec_input.interpolation
+    split = (root / "train").is_dir()
+    whole = ImageFolder(root / "train" if split else root, size, norm, train=augment, seed=seed, crop_pct=crop,
+                        interpolation=mode)
+    val_dir = next((root / d for d in VALIDATION_FOLDERS if (root / d).is_dir()), None)
+    classes = len(whole.classes)
+    if classes > num_classes:
+        raise UserError(f"{root} has {classes} classes, the spec's head has {num_classes} outputs",
+                        hint=f"add --set head.num_classes={classes}")
+    if split and val_dir is not None:
+        return DataSplits(whole, ImageFolder(val_dir, size, norm, crop_pct=crop, interpolation=mode),
+                          f"image folder {root} ({classes} classes)", "image-folders", decodes_files=True)
+    order = torch.randperm(len(whole), generator=torch.Generator().manual_seed(seed)).tolist()
+    count = max(1, len(whole) // 10)
+    held_out = torch.utils.data.Subset(ImageFolder(whole.root, size, norm, crop_pct=crop, interpolation=mode),
+                                       order[:count])
+    return DataSplits(torch.utils.data.Subset(whole, order[count:]), held_out,
+                      f"image folder {root} ({classes} classes, {count} held out)", "image-folder", decodes_files=True)
 
 
 def load_cifar10(root: str | Path, *, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

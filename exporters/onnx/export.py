@@ -29,11 +29,13 @@ from google.protobuf.message import DecodeError
 from exporters.contract import (
     INPUT_NAME,
     META_BATCH_PROFILE,
+    META_BLOCKS,
     META_PRECISION,
     OUTPUT_NAME,
     BatchProfile,
     Precision,
 )
+from exporters.onnx.blocks import block_map, encode, renamed
 from xception_build.errors import UserError
 
 if TYPE_CHECKING:
@@ -47,7 +49,10 @@ _PROTO_LIMIT = 2**31 - 1
 def export_onnx(model: nn.Module, input_size: Sequence[int], *, profile: BatchProfile, static_batch: bool = False,
                 opset: int = DEFAULT_OPSET, metadata: Mapping[str, str] | None = None,
                 producer_version: str = "") -> onnx.ModelProto:
-    """Export ``model`` (put in eval mode) to a checked, self-contained, deterministic ModelProto."""
+    """Export ``model`` (put in eval mode) to a checked, self-contained, deterministic ModelProto.
+
+    A model compiled from a spec also gets the ``xbuild.blocks`` map of its spec blocks.
+    """
     import torch
 
     check_export_options(profile, static_batch=static_batch, opset=opset)
@@ -66,8 +71,11 @@ def export_onnx(model: nn.Module, input_size: Sequence[int], *, profile: BatchPr
     if program is None:  # only None when writing to a file
         raise RuntimeError("torch.onnx.export returned no ONNXProgram")
     proto = program.model_proto
-    _make_deterministic(proto, producer_version)
-    set_metadata(proto, {**(metadata or {}), META_BATCH_PROFILE: str(profile)})
+    plan = getattr(model, "plan", None)
+    blocks = block_map(proto, [b.module_name for b in plan.blocks]) if plan is not None else []
+    names = _make_deterministic(proto, producer_version)
+    extra = {META_BLOCKS: encode(renamed(blocks, names))} if blocks else {}
+    set_metadata(proto, {**(metadata or {}), META_BATCH_PROFILE: str(profile), **extra})
     left = unfolded_batchnorms(proto)
     if left:  # an exporter regression, not a user error: fail loudly
         raise RuntimeError(f"BatchNormalization still follows a Conv after export: {left[:5]}")
@@ -85,8 +93,10 @@ def check_export_options(profile: BatchProfile, *, static_batch: bool, opset: in
                         hint="give --batch N together with --static-batch")
 
 
-def _make_deterministic(proto: onnx.ModelProto, producer_version: str) -> None:
-    """Drop machine-specific text and name nodes by position, so re-exports are byte-identical."""
+def _make_deterministic(proto: onnx.ModelProto, producer_version: str) -> dict[str, str]:
+    """Drop machine-specific text and name nodes by position, so re-exports are byte-identical.
+
+    Returns the node renames (old name -> new name)."""
     proto.producer_name = "xception-build"
     proto.producer_version = producer_version
     proto.doc_string = ""
@@ -94,10 +104,12 @@ def _make_deterministic(proto: onnx.ModelProto, producer_version: str) -> None:
     graph = proto.graph
     del graph.metadata_props[:]
     graph.doc_string = ""
+    names = {}
     for index, node in enumerate(graph.node):
         del node.metadata_props[:]
         node.doc_string = ""
-        node.name = f"{node.op_type}_{index}"
+        names[node.name] = node.name = f"{node.op_type}_{index}"
+    return names
 
 
 def set_metadata(proto: onnx.ModelProto, metadata: Mapping[str, str]) -> None:
@@ -155,10 +167,13 @@ def read_profile(metadata: Mapping[str, str], input_shape: Sequence[int | None])
 
 
 def onnx_precision(proto: onnx.ModelProto) -> Precision:
-    """``fp16`` when the weights are half precision, else ``fp32``: picks the tolerance."""
+    """``int8`` for a quantized (QDQ) graph, ``fp16`` when the weights are half precision, else
+    ``fp32``: picks the pass rule."""
     from onnx import TensorProto
 
     types = {t.data_type for t in proto.graph.initializer}
+    if TensorProto.INT8 in types and any(n.op_type == "DequantizeLinear" for n in proto.graph.node):
+        return "int8"
     return "fp16" if TensorProto.FLOAT16 in types and TensorProto.FLOAT not in types else "fp32"
 
 

@@ -9,6 +9,8 @@ Supported: TensorRT 10.x and 11.x. The two differ in typing, and :func:`build_re
 * TensorRT 10 builds FP16 from the fp32 ONNX with ``BuilderFlag.FP16`` (weak typing).
 * TensorRT >= 11 removed weak typing (``BuilderFlag.FP16``/``INT8`` are gone): the network is
   created strongly typed, and FP16 means an FP16 ONNX (``model.fp16.onnx``).
+* INT8 on both is explicit quantization: the QDQ ``model.int8.onnx`` (symmetric int8, as
+  TensorRT requires) built as a strongly typed network; no calibrator runs in TensorRT.
 
 Also:
 
@@ -122,7 +124,12 @@ class BuildRecipe:
 
 
 def build_recipe(major: int, precision: Precision) -> BuildRecipe:
-    """The one place the TensorRT 10 and 11 build paths differ."""
+    """The one place the TensorRT 10 and 11 build paths differ.
+
+    int8 is explicit quantization on both: the QDQ ``model.int8.onnx`` in a strongly typed network,
+    the path TensorRT 10 recommends (its INT8 flag and calibrators are deprecated) and 11 keeps."""
+    if precision == "int8":
+        return BuildRecipe("int8", strongly_typed=True, fp16_flag=False, clear_tf32=False)
     if major >= 11:  # no weak typing: the ONNX's own types decide
         return BuildRecipe(precision, strongly_typed=True, fp16_flag=False, clear_tf32=precision == "fp32")
     return BuildRecipe("fp32", strongly_typed=False, fp16_flag=precision == "fp16",

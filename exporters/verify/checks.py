@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from exporters.backends import artifact_backends
+from exporters.calibration import HeldOut
 from exporters.contract import INPUT_NAME, OUTPUT_NAME, BackendName, ModelArtifactKind, Precision
 from exporters.runner import Runner, TorchRunner
 from exporters.verify.compare import Comparison, Tolerance, compare, format_table
@@ -155,7 +156,8 @@ class NotVerified(BackendUnavailable):
         names = ", ".join(result.unchecked) or "nothing"
         super().__init__(f"not verified: {names} checked by no backend here"
                          + (f" ({'; '.join(reasons)})" if reasons else ""),
-                         hint="run it where its backend is, or leave it out explicitly, e.g. --backend onnxruntime-cpu")
+                         hint="run it where its backend (and its data) is, or leave it out explicitly with "
+                              "--backend, e.g. --backend onnxruntime-cpu")
 
 
 def seeded_input(seed: int, batch: int, input_size: Sequence[int]) -> np.ndarray:
@@ -163,39 +165,91 @@ def seeded_input(seed: int, batch: int, input_size: Sequence[int]) -> np.ndarray
     return np.random.default_rng([seed, batch]).standard_normal((batch, *input_size), dtype=np.float32)
 
 
+#: images per call when an artifact is judged on held-out images (clamped to the artifact's batch profile)
+DATA_BATCH = 32
+
+
 def run_checks(reference: TorchRunner, targets: Sequence[Target], *, batches: Sequence[int], seed: int,
                tolerances: Mapping[Precision, Tolerance], result: VerificationResult | None = None,
-               backends: Sequence[BackendName] | None = None) -> VerificationResult:
-    """Compare every target on every available backend with the reference, at every batch size."""
+               backends: Sequence[BackendName] | None = None, held_out: HeldOut | None = None,
+               no_held_out: str = "") -> VerificationResult:
+    """Compare every target on every available backend with the reference.
+
+    fp32 and fp16 artifacts are judged on seeded inputs at every batch size; int8 artifacts on the
+    ``held_out`` images, as a whole (agreement, containment, cosine, accuracy). Without them an
+    int8 artifact is not checked, for the reason ``no_held_out`` gives.
+    """
     result = result if result is not None else VerificationResult()
-    result.selected += [t.path.name for t in targets if t.path.name not in result.selected]
-    inputs: dict[int, np.ndarray] = {}  # one seeded input per batch size, shared by every target
-    expected: dict[int, dict[str, np.ndarray]] = {}
+    result.selected += [t.name for t in targets if t.name not in result.selected]
+    probe = _Probe(reference, seed, held_out)
     with reference:
         for target in targets:
+            on_data = target.precision == "int8"
+            planned = [DATA_BATCH] if on_data else list(batches)
             for backend in artifact_backends(target.kind):
                 if backends is not None and backend.name not in backends:
                     continue
                 reason = backend.unavailable()
+                if reason is None and on_data and held_out is None:
+                    reason = no_held_out or "int8 artifacts are judged on held-out images, and none were given"
                 if reason is not None:
-                    result.skipped += [Skipped(target.name, backend.name, b, reason) for b in batches]
+                    result.skipped += [Skipped(target.name, backend.name, b, reason) for b in planned]
                     continue
+                tolerance = tolerances[target.precision]
                 try:
                     with backend.runner(target.path) as runner:
-                        for batch in batches:
-                            if batch not in inputs:
-                                inputs[batch] = seeded_input(seed, batch, reference.input_size)
-                                expected[batch] = reference.infer({INPUT_NAME: inputs[batch]})
-                            got = _run_renamed(runner, inputs[batch])
-                            result.comparisons.append(compare(
-                                expected[batch], got, tolerances[target.precision], artifact=target.name,
-                                backend=runner.backend, batch=batch, precision=target.precision))
+                        if on_data:
+                            assert held_out is not None
+                            result.comparisons.append(probe.on_data(runner, target, tolerance))
+                        else:
+                            result.comparisons += [probe.seeded(runner, target, tolerance, b) for b in batches]
                 except BackendUnavailable as exc:  # e.g. a plan built for another GPU or TensorRT version
                     done = {c.batch for c in result.comparisons if c.artifact == target.name
                             and c.backend == backend.name}
                     result.skipped += [Skipped(target.name, backend.name, b, exc.message)
-                                       for b in batches if b not in done]
+                                       for b in planned if b not in done]
     return result
+
+
+class _Probe:
+    """The inputs every target is fed and the reference's answers to them, each computed once."""
+
+    def __init__(self, reference: TorchRunner, seed: int, held_out: HeldOut | None) -> None:
+        self.reference, self.seed, self.held_out = reference, seed, held_out
+        self._seeded: dict[int, tuple[np.ndarray, dict[str, np.ndarray]]] = {}
+        self._data_reference: np.ndarray | None = None
+
+    def seeded(self, runner: Runner, target: Target, tolerance: Tolerance, batch: int) -> Comparison:
+        if batch not in self._seeded:
+            x = seeded_input(self.seed, batch, self.reference.input_size)
+            self._seeded[batch] = x, self.reference.infer({INPUT_NAME: x})
+        x, expected = self._seeded[batch]
+        return compare(expected, _run_renamed(runner, x), tolerance, artifact=target.name, backend=runner.backend,
+                       batch=batch, precision=target.precision)
+
+    def on_data(self, runner: Runner, target: Target, tolerance: Tolerance) -> Comparison:
+        held_out = self.held_out
+        assert held_out is not None
+        size = DATA_BATCH if runner.profile is None else min(max(DATA_BATCH, runner.profile.min), runner.profile.max)
+        if self._data_reference is None:
+            self._data_reference = np.concatenate(
+                [self.reference.infer({INPUT_NAME: b})[OUTPUT_NAME] for b in held_out.batches(size)])
+        got = _batched(runner, held_out, size)
+        return compare({OUTPUT_NAME: self._data_reference}, {OUTPUT_NAME: got}, tolerance, artifact=target.name,
+                       backend=runner.backend, batch=size, precision=target.precision, labels=held_out.labels,
+                       inputs=f"{len(held_out.images)} held-out")
+
+
+def _batched(runner: Runner, held_out: HeldOut, size: int) -> np.ndarray:
+    """The runner's logits for every held-out image, ``size`` at a time (the last batch padded to a
+    size the artifact's profile admits, the padding dropped)."""
+    outputs = []
+    for batch in held_out.batches(size):
+        count = len(batch)
+        if runner.profile is not None and count < runner.profile.min:
+            batch = np.concatenate([batch, np.repeat(batch[-1:], runner.profile.min - count, axis=0)])
+        outputs.append(_run_renamed(runner, batch)[OUTPUT_NAME][:count])
+    return np.concatenate(outputs)
 
 
 def _run_renamed(runner: Runner, array: np.ndarray) -> dict[str, np.ndarray]:

@@ -11,19 +11,24 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from exporters.backends import BACKENDS, artifact_backends
+from exporters.calibration import DataSource, HeldOut, load_images
 from exporters.contract import BackendName, model_kind
-from exporters.manifest import MANIFEST_NAME, Manifest, read_manifest
+from exporters.manifest import MANIFEST_NAME, DataInfo, Manifest, read_manifest
 from exporters.runner import TorchRunner
 from exporters.verify.checks import LeftOut, Target, VerificationResult, run_checks
 from exporters.verify.integrity import ArtifactCheck, check_folder, unlisted_files
 from exporters.verify.reference import reference_model
 from xception_build.errors import UserError
-from xception_build.spec import load_spec, spec_hash
+from xception_build.spec import Spec, load_spec, spec_hash
 
 
-def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] | None = None) -> VerificationResult:
+def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] | None = None,
+                     data: str | None = None) -> VerificationResult:
     """Re-check an export: the manifest's rules and every hash, then the numbers of every selected
-    artifact on every backend this machine has. Read the verdict with ``raise_for_verdict``."""
+    artifact on every backend this machine has. Read the verdict with ``raise_for_verdict``.
+
+    int8 artifacts are judged again on the held-out images the manifest records (read from
+    ``data`` instead when given: the same images elsewhere)."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     checks = check_folder(directory, manifest)
@@ -57,8 +62,29 @@ def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] |
                         f"{list(input_size)}")
     intact_targets = [t for t in targets if t.name in intact]
     result.selected += [t.name for t in targets]  # those that failed their hash count as failed, not skipped
+    held_out, why = None, ""
+    if any(t.precision == "int8" for t in intact_targets):
+        held_out, why = _held_out(settings.data, data, spec, result)
     return run_checks(TorchRunner(model, input_size), intact_targets, batches=settings.batches, seed=settings.seed,
-                      tolerances=settings.tolerances, result=result, backends=backends)
+                      tolerances=settings.tolerances, result=result, backends=backends, held_out=held_out,
+                      no_held_out=why)
+
+
+def _held_out(recorded: DataInfo | None, override: str | None, spec: Spec,
+              result: VerificationResult) -> tuple[HeldOut | None, str]:
+    """The held-out images the int8 artifacts were judged on at export, or why they cannot be had."""
+    if recorded is None:
+        return None, "the manifest records no held-out images for it"
+    folder = override or recorded.data
+    try:
+        source = DataSource(folder, recorded.calibration_images, recorded.evaluation_images, recorded.seed)
+    except UserError:
+        return None, f"its held-out images are read from {folder}, which is not here: give --data DATA"
+    held_out = load_images(source, spec)[1]
+    if recorded.fingerprint and held_out.fingerprint != recorded.fingerprint:
+        result.notes.append(f"the held-out images read from {folder} differ from those the export was judged on "
+                            "(another folder, or other image-library versions): judged on these")
+    return held_out, ""
 
 
 def _select(directory: Path, manifest: Manifest, backends: Sequence[BackendName] | None,

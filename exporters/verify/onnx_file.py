@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import onnx
 
 from exporters.backends import artifact_backends
+from exporters.calibration import DataSource, load_images
 from exporters.contract import META_SPEC_HASH, META_SPEC_NAME, BackendName, BatchProfile
 from exporters.onnx.export import export_onnx, load_onnx, metadata_of, onnx_precision, read_profile, to_fp16
 from exporters.runner import TorchRunner
@@ -22,9 +23,13 @@ from xception_build.spec import Spec, load_spec, spec_hash
 
 def verify_onnx_file(onnx_path: str | Path, spec_path: str | Path, weights: str | Path | None = None, *,
                      overrides: Sequence[str] = (), batches: Sequence[int] | None = None,
-                     atol: float | None = None, rtol: float | None = None, seed: int = 0,
-                     backends: Sequence[BackendName] | None = None) -> VerificationResult:
-    """Check an ``.onnx`` from anywhere against a spec and weights; on failure, name weights that differ."""
+                     tolerance: Mapping[str, float] | None = None, seed: int = 0,
+                     backends: Sequence[BackendName] | None = None,
+                     data: DataSource | None = None) -> VerificationResult:
+    """Check an ``.onnx`` from anywhere against a spec and weights; on failure, name weights that differ.
+
+    An int8 file is judged on the held-out images of ``data`` (``--data``); without them it is not
+    verified."""
     onnx_path = Path(onnx_path)
     proto = load_onnx(onnx_path)
     spec = load_spec(spec_path, overrides)
@@ -43,9 +48,11 @@ def verify_onnx_file(onnx_path: str | Path, spec_path: str | Path, weights: str 
     if batches is None:
         batches = profile.check_batches() if profile is not None else (1, 2)
     precision = onnx_precision(proto)
+    held_out = load_images(data, spec)[1] if precision == "int8" and data is not None else None
     result = run_checks(TorchRunner(model, input_size), [Target(onnx_path, "onnx", precision)],
                         batches=batches, seed=seed, backends=backends,
-                        tolerances={precision: tolerance_for(precision, atol, rtol)})
+                        tolerances={precision: tolerance_for(precision, tolerance)}, held_out=held_out,
+                        no_held_out="an int8 file is judged on held-out images: give --data DATA")
     if result.failed:
         result.notes += _other_spec(metadata, spec, spec_path) + differing_weights(proto, model, input_size)
     return result

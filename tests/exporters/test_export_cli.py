@@ -160,8 +160,10 @@ def test_bad_workspace_size_is_a_clean_user_error(tmp_path: Path, run: Callable[
     (["--opset", "999"], "--opset 999: the dynamo exporter supports opsets 18 to"),
     (["--static-batch", "--batch", "1:2:4"], "--static-batch needs one batch size, got the profile 1:2:4"),
     (["--batch", "8:4:16"], "need 1 <= MIN <= OPT <= MAX"),
-    (["--atol", "-1"], "--atol -1.0: must be a finite number >= 0"),
-    (["--rtol", "nan"], "--rtol nan: must be a finite number >= 0"),
+    (["--tolerance", "max_error=-1"], "--tolerance 'max_error=-1': must be a finite number >= 0"),
+    (["--tolerance", "atol=1e-4"], "expected NAME=VALUE with NAME one of max_error, min_cosine"),
+    (["--precision", "int8"], "--precision int8 needs --calib DATA"),
+    (["--calib", "synthetic"], "--calib, --calib-size, --eval-size and --calib-exclude go with --precision int8"),
     (["--workspace-gib", "0"], "--workspace-gib 0.0: must be a finite number > 0"),
 ])
 def test_bad_options_fail_before_any_work_and_create_no_folder(tmp_path: Path, run: Callable[..., Result],

@@ -95,7 +95,8 @@ def test_manifest_of_a_newer_format_is_a_clean_user_error(export_copy: Path,
 @pytest.mark.parametrize(("content", "message"), [
     ("{not json", "not a readable JSON manifest"),
     ("[1, 2]", "no integer format_version"),
-    ('{"format_version": 1, "tool": {}}', "malformed manifest at versions"),
+    ('{"format_version": 2, "tool": {}}', "malformed manifest at versions"),
+    ('{"format_version": 1, "tool": {}}', r"records absolute tolerances \(atol/rtol\)"),
 ])
 def test_broken_manifest_is_a_clean_user_error(export_copy: Path, content: str, message: str) -> None:
     (export_copy / "manifest.json").write_text(content)
@@ -150,9 +151,8 @@ def _tolerance(field: str, value: object) -> Callable[[dict[str, Any]], None]:
     (_set("verification", "seed", -1), "verification.seed"),
     (_set("verification", "seed", "abc"), "verification.seed"),
     (_drop("verification", "seed"), None),  # optional: seed 0, as before
-    (lambda data: data["verification"]["tolerances"]["fp32"].pop("atol"), "verification.tolerances.fp32.atol"),
-    (_tolerance("atol", "tight"), "verification.tolerances.fp32.atol"),
-    (_tolerance("rtol", float("nan")), "verification.tolerances"),
+    (_tolerance("max_error", "tight"), "verification.tolerances.fp32.max_error"),
+    (_tolerance("min_cosine", float("nan")), "verification.tolerances"),
     (_tolerance("min_cosine", -1), "verification.tolerances"),
     (lambda data: data["verification"]["tolerances"].__setitem__("fp32", 3), "verification.tolerances.fp32"),
     (lambda data: data["verification"]["tolerances"].pop("fp32"), "verification.tolerances"),  # model.onnx is fp32

@@ -149,6 +149,7 @@ def test_engine_builds_runs_and_matches_pytorch(trt_ready: None, cifar_export: P
 @pytest.mark.parametrize(("major", "precision", "onnx", "strongly_typed", "fp16_flag", "tf32"), [
     (10, "fp32", "fp32", False, False, False), (10, "fp16", "fp32", False, True, True),
     (11, "fp32", "fp32", True, False, False), (11, "fp16", "fp16", True, False, True),
+    (10, "int8", "int8", True, False, True), (11, "int8", "int8", True, False, True),
 ])
 def test_tensorrt_10_and_11_build_paths(major: int, precision: str, onnx: str, strongly_typed: bool,
                                         fp16_flag: bool, tf32: bool) -> None:

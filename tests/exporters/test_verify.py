@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from click.testing import Result
 from onnx import numpy_helper
 
 from exporters.onnx.runtime import onnxruntime_unavailable
-from exporters.verify.checks import seeded_input
+from exporters.verify.checks import VerificationResult, seeded_input
 from exporters.verify.directory import verify_directory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,7 +60,7 @@ def test_perturbed_weight_fails_and_is_located(cifar_export: Path, cifar_weights
     assert result.exit_code == 1, result.output
     assert "FAIL" in result.output
     assert "verification failed" in result.output
-    assert "would pass with atol >=" in result.output  # by how much
+    assert "would pass with max_error >=" in result.output  # by how much
     assert f"weight differs from the spec+weights export: {PERTURBED}: 1 value(s) differ, max |diff| 0.5" \
         in result.output  # and where
 
@@ -83,9 +84,9 @@ def test_perturbed_weight_in_an_export_folder_fails_numerically(export_copy: Pat
 def test_export_that_fails_verification_exits_1_with_the_table(cifar_weights: Path, tmp_path: Path,
                                                                run: Callable[..., Result]) -> None:
     result = run("export", CIFAR, "--weights", cifar_weights, "--batch", "1:1:2",
-                 "--atol", "0", "--rtol", "0", "--out", tmp_path)
+                 "--tolerance", "max_error=0", "--out", tmp_path)
     assert result.exit_code == 1, result.output
-    assert "FAIL" in result.output and "would pass with atol >=" in result.output
+    assert "FAIL" in result.output and "would pass with max_error >=" in result.output
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["verification"]["passed"] is False  # the artifacts stay for inspection, marked failed
     assert run("verify", tmp_path).exit_code == 1
@@ -99,7 +100,7 @@ def test_spec_that_does_not_match_the_onnx_is_a_user_error(cifar_export: Path,
 
 
 @pytest.mark.parametrize("args", [[], ["DIR", "--onnx", "x.onnx"], ["--onnx", "x.onnx"],
-                                  ["DIR", "--atol", "1"]])
+                                  ["DIR", "--tolerance", "max_error=1"]])
 def test_verify_option_mistakes_are_user_errors(cifar_export: Path, run: Callable[..., Result],
                                                 args: list[str]) -> None:
     result = run("verify", *[str(cifar_export) if a == "DIR" else a for a in args])
@@ -163,3 +164,60 @@ def test_an_onnx_of_another_spec_is_named_from_its_metadata(cifar_export: Path, 
 def test_a_backend_that_runs_no_onnx_selects_nothing(cifar_export: Path, run: Callable[..., Result]) -> None:
     result = run("verify", "--onnx", cifar_export / "model.onnx", "--spec", CIFAR, "--backend", "tensorrt")
     assert result.exit_code == 2 and "--backend tensorrt runs no ONNX file: nothing to verify" in result.output
+
+
+def _export_and_check(model: torch.nn.Module, tmp_path: Path, name: str,
+                      drift: str | None = None) -> VerificationResult:
+    """Export ``model`` (optionally with one block's initializer off by 1 %) and check it on ONNX Runtime."""
+    from exporters.contract import BatchProfile
+    from exporters.onnx.blocks import read_blocks
+    from exporters.onnx.export import export_onnx, serialize
+    from exporters.runner import TorchRunner
+    from exporters.verify.checks import Target, run_checks
+    from exporters.verify.compare import DEFAULT_TOLERANCES
+
+    proto = export_onnx(model, (3, 32, 32), profile=BatchProfile(1, 8, 16))
+    if drift is not None:
+        block = next(b for b in read_blocks(proto) if b.module == drift)
+        weights = {i for n in proto.graph.node if n.name in block.nodes for i in n.input}
+        tensor = next(t for t in proto.graph.initializer if t.name in weights and len(t.dims) == 4)
+        tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * np.float32(1.01), tensor.name))
+    path = tmp_path / f"{name}.onnx"
+    path.write_bytes(serialize(proto))
+    return run_checks(TorchRunner(model, (3, 32, 32)), [Target(path, "onnx", "fp32")], batches=(1, 8, 16), seed=0,
+                      tolerances=DEFAULT_TOLERANCES, backends=("onnxruntime-cpu",))
+
+
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 1e4])
+def test_verdicts_hold_at_any_output_scale(cifar_weights: Path, tmp_path: Path, scale: float) -> None:
+    """The classifier scaled by 1e-3 ... 1e4: a correct export passes at every scale, and one weight
+    tensor of one block off by 1 % fails at every scale."""
+    from exporters.verify.reference import reference_model
+    from xception_build import load_spec
+
+    model = reference_model(load_spec(CIFAR), cifar_weights, 0)
+    with torch.no_grad():
+        model.head.fc.weight.mul_(scale)
+        model.head.fc.bias.mul_(scale)
+    correct = _export_and_check(model, tmp_path, "correct")
+    assert correct.passed, correct.report()
+    drifted = _export_and_check(model, tmp_path, "drifted", drift="middle.blocks.2")
+    assert drifted.failed and not any(c.passed for c in drifted.comparisons), drifted.report()
+
+
+def test_random_batchnorm_statistics_with_huge_logits_pass(tmp_path: Path) -> None:
+    """Running variances far below 1 make the logits ~1e5: float error is ~0.1 in absolute terms, and
+    PyTorch and ONNX Runtime still agree to float32 rounding of that scale."""
+    from xception_build import build_model
+
+    model = build_model(CIFAR, seed=3).eval()
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for norm in (m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+            norm.running_mean.normal_(0, 0.5, generator=generator)
+            norm.running_var.uniform_(0.005, 0.05, generator=generator)
+        logits = model(torch.randn(8, 3, 32, 32, generator=generator))
+    assert logits.abs().max() > 1e3
+    result = _export_and_check(model, tmp_path, "huge")
+    assert result.passed, result.report()
+    assert max(c.outputs[0].max_abs for c in result.comparisons) > 1e-4  # an absolute atol would have failed it
