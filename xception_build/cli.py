@@ -196,28 +196,40 @@ def compile_command(spec: Path, overrides: Sequence[str], as_json: bool, out_dir
                     weights: Path | None, seed: int) -> None:
     """Validate SPEC, build the network and print a per-block summary.
 
-    The table lists every block with its flow, module name, the spec entry (and line) it came
-    from, output shape, parameters and multiply-accumulates, then the totals.
+    The table lists every block with its flow, module name, the spec entry (and the file and
+    line) it came from, output shape, parameters and multiply-accumulates, then the totals.
+    Without --out and --weights nothing is built: the table comes from the plan, without torch.
     """
-    from .builder import build_model
+    from .plan import plan_spec
     from .spec import dump_resolved_yaml, load_spec, spec_hash
     from .summary import format_table, summary_data
-    from .weights import load_weights, save_weights
 
     if out_dir is not None:
         check_output_folder(out_dir)
     loaded = load_spec(spec, overrides)
-    model = build_model(loaded, seed=seed)
-    if weights is not None:
-        layout = load_weights(model, weights)
-        click.echo(f"imported {weights} ({layout} layout)", err=True)
-    data = summary_data(model.plan, str(spec))
+    if out_dir is None and weights is None:
+        model = None
+        plan = plan_spec(loaded)
+    else:
+        from .builder import build_model
+        from .weights import load_weights
+
+        model = build_model(loaded, seed=seed)
+        plan = model.plan
+        if weights is not None:
+            layout = load_weights(model, weights)
+            click.echo(f"imported {weights} ({layout} layout)", err=True)
+    data = summary_data(plan, str(spec))
     data["spec_hash"] = spec_hash(loaded)
     if out_dir is not None:
+        from .weights import save_weights
+
+        assert model is not None  # built above whenever --out is given
+        trained = model
         _write_outputs(out_dir, {
             "spec.resolved.yaml": dump_resolved_yaml(loaded).encode(),
             "summary.json": (json.dumps(data, indent=2) + "\n").encode(),
-            "weights.safetensors": lambda target: save_weights(model, target, {"spec_hash": data["spec_hash"]}),
+            "weights.safetensors": lambda target: save_weights(trained, target, {"spec_hash": data["spec_hash"]}),
         })
     if as_json:
         click.echo(json.dumps(data, indent=2))
