@@ -219,7 +219,7 @@ def compile_command(spec: Path, overrides: Sequence[str], as_json: bool, out_dir
         if weights is not None:
             layout = load_weights(model, weights)
             click.echo(f"imported {weights} ({layout} layout)", err=True)
-    data = summary_data(plan, str(spec))
+    data = summary_data(plan, str(spec), loaded.source)
     data["spec_hash"] = spec_hash(loaded)
     if out_dir is not None:
         from .weights import save_weights

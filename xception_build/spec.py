@@ -60,7 +60,10 @@ class InputSpec(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> InputSpec:
         sizes = self.size if isinstance(self.size, list) else [self.size]
-        if len(sizes) not in (1, 2) or any(s <= 0 for s in sizes):
+        if isinstance(self.size, list) and len(sizes) != 2:
+            raise SpecValueError(f"size must be one side (224) or two values [height, width], got {self.size}",
+                                 ("size",))
+        if any(s <= 0 for s in sizes):
             raise SpecValueError(f"size must be a positive side or [height, width], got {self.size}",
                                  ("size",))
         for name in ("mean", "std"):
@@ -74,7 +77,7 @@ class InputSpec(StrictModel):
     @property
     def height_width(self) -> tuple[int, int]:
         if isinstance(self.size, list):
-            return (self.size[0], self.size[-1])
+            return (self.size[0], self.size[1])
         return (self.size, self.size)
 
 

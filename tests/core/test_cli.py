@@ -25,8 +25,30 @@ def test_compile_prints_the_block_table_with_totals() -> None:
     code, out, _ = run("compile", str(SPECS / "xception.yaml"))
     assert code == 0
     assert "22,855,952" in out and "8.36G" in out
-    assert "middle.blocks.7" in out and "middle.blocks[0] (line" in out and "8/8" in out
+    assert "middle.blocks.7" in out and "middle.blocks[0] (xception.yaml:39) 8/8" in out
     assert "2048x10x10" in out
+
+
+def test_the_table_names_the_file_of_every_line_it_cites() -> None:
+    """xception65.yaml extends xception41.yaml: its blocks are written in the parent file."""
+    code, out, _ = run("compile", str(SPECS / "xception65.yaml"))
+    assert code == 0
+    assert "entry.blocks[0] (xception41.yaml:29)" in out and "middle.blocks[0] (xception41.yaml:37) 16/16" in out
+    code, out, _ = run("compile", str(SPECS / "xception65.yaml"), "--json",
+                       "--set", "entry.blocks[1]={out: 256, reps: 2, stride: 2}")
+    rows = {row["module"]: row for row in json.loads(out)["blocks"]}
+    assert (rows["entry.blocks.0"]["file"], rows["entry.blocks.0"]["line"]) == (str(SPECS / "xception41.yaml"), 29)
+    assert rows["entry.blocks.1"]["file"] == "--set entry.blocks[1]={out: 256, reps: 2, stride: 2}"
+    assert rows["entry.blocks.1"]["line"] is None
+
+
+def test_a_head_without_classes_is_not_shown_as_a_classifier() -> None:
+    code, out, _ = run("compile", str(SPECS / "xception_cifar.yaml"), "--set", "head.num_classes=0")
+    assert code == 0
+    head = next(line for line in out.splitlines() if line.startswith("head "))
+    assert head.split()[4:7] == ["avgpool", "1024", "0"], head
+    code, out, _ = run("compile", str(SPECS / "xception_cifar.yaml"))
+    assert "avgpool+linear" in out
 
 
 def test_compile_json_matches_the_plan() -> None:

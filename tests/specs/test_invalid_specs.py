@@ -76,7 +76,7 @@ REQUIRED_KINDS = {
     "layout_two_activations", "conv_layout_without_conv", "reps_without_count", "reps_disagree_with_list",
     "identity_shortcut_shape_change", "spatial_size_zero", "no_layers", "stem_outside_entry",
     "extends_missing_file", "extends_not_a_path", "extends_cycle", "extends_parent_invalid",
-    "extends_parent_empty", "unknown_key_not_a_name", "count_out_of_range",
+    "extends_parent_empty", "unknown_key_not_a_name", "count_out_of_range", "input_size_one_value",
 }
 
 
