@@ -150,8 +150,10 @@ def main() -> None:
     \b
     Examples:
       xbuild compile specs/xception.yaml
-      xbuild compile specs/xception.yaml --set middle.repeat=4 --set head.num_classes=10
+      xbuild compile xception65 --set middle.repeat=4 --set head.num_classes=10
       xbuild validate specs/*.yaml
+      xbuild list
+      xbuild diff xception41 xception65
       xbuild export specs/xception.yaml --out build/
       xbuild verify build/
     """
@@ -180,6 +182,7 @@ def _write_outputs(out_dir: Path, files: dict[str, bytes | Callable[[Path], None
 @main.command("compile", short_help="Validate and build a spec; print its per-block table.", epilog=f"""\b
 Examples:
   xbuild compile specs/xception.yaml
+  xbuild compile xception65
   xbuild compile specs/xception41.yaml --set head.num_classes=10 --json
   xbuild compile specs/xception.yaml --weights timm_legacy_xception.pth --out build/xception
 
@@ -195,6 +198,8 @@ Examples:
 def compile_command(spec: Path, overrides: Sequence[str], as_json: bool, out_dir: Path | None,
                     weights: Path | None, seed: int) -> None:
     """Validate SPEC, build the network and print a per-block summary.
+
+    SPEC is a spec file, or the name of a shipped spec (xbuild list); a file that exists wins.
 
     The table lists every block with its flow, module name, the spec entry (and the file and
     line) it came from, output shape, parameters and multiply-accumulates, then the totals.
@@ -219,7 +224,7 @@ def compile_command(spec: Path, overrides: Sequence[str], as_json: bool, out_dir
         if weights is not None:
             layout = load_weights(model, weights)
             click.echo(f"imported {weights} ({layout} layout)", err=True)
-    data = summary_data(plan, str(spec), loaded.source)
+    data = summary_data(plan, loaded.source.files[0] if loaded.source else str(spec), loaded.source)
     data["spec_hash"] = spec_hash(loaded)
     if out_dir is not None:
         from .weights import save_weights
@@ -248,7 +253,7 @@ Examples:
 @click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @set_option
 def validate_command(specs: Sequence[Path], overrides: Sequence[str]) -> None:
-    """Check specs without building them (for editors and CI).
+    """Check specs without building them (for editors, CI and pre-commit).
 
     Loads, validates and plans each SPEC (shapes, parameters, MACs), printing `ok` or the error
     for each; exits 2 if any is invalid.
@@ -268,6 +273,27 @@ def validate_command(specs: Sequence[Path], overrides: Sequence[str]) -> None:
                    f"{plan.total_macs / 1e9:.2f} GMACs)")
     if failures:
         raise UserError(f"{failures} of {len(specs)} spec{'s' if len(specs) > 1 else ''} invalid")
+
+
+@main.command("list", short_help="List the shipped specs with parameters and MACs.", epilog=f"""\b
+Examples:
+  xbuild list
+  xbuild list 'xception6*'
+  xbuild list --json
+
+{EXIT_CODES_HELP}""")
+@click.argument("pattern", required=False)
+@json_option
+def list_command(pattern: str | None, as_json: bool) -> None:
+    """List the specs shipped with xception-build: name, input size, classes, parameters, GMACs.
+
+    Any of them compiles by name (xbuild compile xception65) and can be extended by name
+    (extends: xception41). PATTERN filters the names with shell wildcards.
+    """
+    from .listing import format_listing, list_shipped, listing_data
+
+    rows = list_shipped(pattern)
+    click.echo(json.dumps(listing_data(rows), indent=2) if as_json else format_listing(rows))
 
 
 if __name__ == "__main__":  # pragma: no cover

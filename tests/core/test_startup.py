@@ -33,6 +33,8 @@ SPEC_COMMANDS = [
     ["validate", str(SPECS / "xception.yaml"), str(SPECS / "xception65.yaml")],
     ["compile", str(SPECS / "xception65.yaml")],
     ["compile", str(SPECS / "xception.yaml"), "--json", "--set", "head.num_classes=10"],
+    ["compile", "xception41"],
+    ["list"],
 ]
 
 

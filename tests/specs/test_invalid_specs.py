@@ -129,7 +129,7 @@ def test_cli_prints_one_error_and_exits_2(case: Case) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     err = _load_and_plan(tmp_path / "nope.yaml")
     assert err.location == Location(str(tmp_path / "nope.yaml")) and err.message == "file not found"
-    assert err.hint and "specs/xception.yaml" in err.hint
+    assert err.hint and "the name of a shipped spec" in err.hint and "xception41" in err.hint
     assert str(err).startswith(f"{tmp_path / 'nope.yaml'}: file not found")
 
 
