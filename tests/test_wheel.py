@@ -9,6 +9,7 @@ file, and runs its ``xbuild`` from an empty folder.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -80,3 +81,12 @@ def test_a_local_variant_extends_a_shipped_spec_by_name(installed: Path, tmp_pat
 def test_list_shows_the_shipped_specs(installed: Path, tmp_path: Path) -> None:
     names = [line.split()[0] for line in _run(installed / "xbuild", "list", cwd=tmp_path).stdout.splitlines()[1:]]
     assert names == sorted(path.stem for path in (ROOT / "specs").glob("*.yaml"))
+
+
+def test_the_schema_editors_are_pointed_at_is_installed_beside_the_specs(installed: Path, tmp_path: Path) -> None:
+    listed = json.loads(_run(installed / "xbuild", "list", "xception", "--json", cwd=tmp_path).stdout)
+    spec = Path(listed[0]["file"])
+    assert spec.is_relative_to(installed.parent)
+    schema_file = spec.read_text().splitlines()[0].split("$schema=")[1]
+    printed = json.loads(_run(installed / "xbuild", "schema", cwd=tmp_path).stdout)
+    assert json.loads((spec.parent / schema_file).read_text()) == printed

@@ -296,5 +296,25 @@ def list_command(pattern: str | None, as_json: bool) -> None:
     click.echo(json.dumps(listing_data(rows), indent=2) if as_json else format_listing(rows))
 
 
+@main.command("schema", short_help="Print the JSON Schema of the spec language (for editors).", epilog=f"""\b
+Examples:
+  xbuild schema > spec.schema.json
+  # then, as the first line of a spec:
+  # yaml-language-server: $schema=spec.schema.json
+
+{EXIT_CODES_HELP}""")
+def schema_command() -> None:
+    """Print the JSON Schema (draft 2020-12) of spec files, generated from the spec models.
+
+    Editors that read JSON Schema (VS Code, JetBrains, Neovim through yaml-language-server)
+    then check keys, types and choices and complete them while a spec is typed. The shipped
+    specs point at the copy shipped beside them. The schema checks structure only; shapes,
+    layouts and everything else are checked by xbuild validate.
+    """
+    from .schema import spec_json_schema
+
+    click.echo(json.dumps(spec_json_schema(), indent=2))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

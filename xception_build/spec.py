@@ -30,14 +30,37 @@ def _block_kind_of(value: Any, default: str) -> str:
     return str(getattr(value, "kind", default))
 
 
+class KindOf:
+    """The discriminator of a stem or blocks entry: its ``kind``, or ``default`` when it has none.
+    An object rather than a lambda so that the JSON Schema (``xception_build.schema``) can read
+    the default kind and say the same thing to editors."""
+
+    def __init__(self, default: str) -> None:
+        self.default = default
+        self.__name__ = "kind"  # pydantic-core names a callable discriminator by it
+
+    def __call__(self, value: Any) -> str:
+        return _block_kind_of(value, self.default)
+
+
 def _entry_union(part: str) -> Any:
     """The union of every registered kind's spec model, told apart by ``kind`` (default: the
     kind of ``part``, a stem or a blocks list)."""
-    default = DEFAULT_KIND[part]
     return Annotated[
         Union[tuple(Annotated[kind.spec_model, Tag(name)] for name, kind in BLOCK_KINDS.items())],  # noqa: UP007
-        Discriminator(lambda value: _block_kind_of(value, default)),
+        Discriminator(KindOf(DEFAULT_KIND[part])),
     ]
+
+
+def _size_schema(schema: dict[str, Any]) -> None:
+    """JSON Schema of ``input.size``: what ``InputSpec._consistent`` checks, a positive side or
+    exactly two positive values."""
+    for branch in schema.get("anyOf", ()):
+        if branch.get("type") == "integer":
+            branch["exclusiveMinimum"] = 0
+        elif branch.get("type") == "array":
+            branch.update(minItems=2, maxItems=2)
+            branch["items"]["exclusiveMinimum"] = 0
 
 
 # Built from the registry at import time, which a type checker cannot follow: it sees the base model.
@@ -50,7 +73,8 @@ else:
 
 
 class InputSpec(StrictModel):
-    size: int | list[int] = Field(default=299, description="side, or [height, width]")
+    size: int | list[int] = Field(default=299, description="side, or [height, width]",
+                                  json_schema_extra=_size_schema)
     channels: int = Field(default=3, gt=0)
     mean: list[float] = [0.5, 0.5, 0.5]
     std: list[float] = [0.5, 0.5, 0.5]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from spec_files import SPECS, shipped_specs
+from spec_files import SPECS, line_of, shipped_specs
 
 from xception_build import build_model, load_spec
 from xception_build.cli import main
@@ -54,7 +54,8 @@ def test_extends_a_shipped_spec_by_name(elsewhere: Path) -> None:
     (elsewhere / "variant.yaml").write_text("name: variant\nextends: xception41\nhead: {num_classes: 10}\n")
     code, out, err = run("compile", "variant.yaml")
     assert code == 0, err
-    assert "entry.blocks[0] (xception41.yaml:29)" in out and "head (variant.yaml:3)" in out
+    first = line_of(SPECS / "xception41.yaml", "{out: 128, reps: 3, stride: 2}")
+    assert f"entry.blocks[0] (xception41.yaml:{first})" in out and "head (variant.yaml:3)" in out
     assert "26,969,560" not in out and "24,941,050" in out
 
 

@@ -35,6 +35,7 @@ SPEC_COMMANDS = [
     ["compile", str(SPECS / "xception.yaml"), "--json", "--set", "head.num_classes=10"],
     ["compile", "xception41"],
     ["list"],
+    ["schema"],
 ]
 
 
