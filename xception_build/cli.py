@@ -25,7 +25,7 @@ from typing import Any
 
 import click
 
-from .errors import BackendUnavailable, UserError, XBuildError
+from .errors import BackendUnavailable, UserError, XBuildError, error_report
 from .files import check_output_folder, staged_output
 
 EXIT_CODES_HELP = """\b
@@ -71,7 +71,7 @@ class XBuildGroup(click.Group):
         try:
             return super().invoke(ctx)
         except XBuildError as exc:
-            click.echo(f"error: {exc.format()}", err=True)
+            click.echo(error_report(exc), err=True)
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:  # click's own: no such option, missing argument, bad choice
             where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
@@ -267,7 +267,7 @@ def validate_command(specs: Sequence[Path], overrides: Sequence[str]) -> None:
             plan = plan_spec(load_spec(path, overrides))
         except XBuildError as exc:
             failures += 1
-            click.echo(f"error: {exc.format()}", err=True)
+            click.echo(error_report(exc), err=True)
             continue
         click.echo(f"ok: {path} ({plan.name}: {plan.total_params:,} parameters, "
                    f"{plan.total_macs / 1e9:.2f} GMACs)")
