@@ -36,6 +36,7 @@ SPEC_COMMANDS = [
     ["compile", "xception41"],
     ["list"],
     ["schema"],
+    ["diff", "xception41", "xception65", "--set", "defaults.layout=[act,dw,pw,norm]"],
 ]
 
 
