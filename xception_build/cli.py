@@ -25,7 +25,7 @@ from typing import Any
 
 import click
 
-from .errors import BackendUnavailable, UserError, XBuildError
+from .errors import BackendUnavailable, UserError, XBuildError, error_report
 from .files import check_output_folder, staged_output
 
 EXIT_CODES_HELP = """\b
@@ -71,7 +71,7 @@ class XBuildGroup(click.Group):
         try:
             return super().invoke(ctx)
         except XBuildError as exc:
-            click.echo(f"error: {exc.format()}", err=True)
+            click.echo(error_report(exc), err=True)
             ctx.exit(exc.exit_code)
         except click.UsageError as exc:  # click's own: no such option, missing argument, bad choice
             where = exc.ctx.command_path if exc.ctx is not None else ctx.command_path
@@ -150,8 +150,10 @@ def main() -> None:
     \b
     Examples:
       xbuild compile specs/xception.yaml
-      xbuild compile specs/xception.yaml --set middle.repeat=4 --set head.num_classes=10
+      xbuild compile xception65 --set middle.repeat=4 --set head.num_classes=10
       xbuild validate specs/*.yaml
+      xbuild list
+      xbuild diff xception41 xception65
       xbuild export specs/xception.yaml --out build/
       xbuild verify build/
     """
@@ -180,6 +182,7 @@ def _write_outputs(out_dir: Path, files: dict[str, bytes | Callable[[Path], None
 @main.command("compile", short_help="Validate and build a spec; print its per-block table.", epilog=f"""\b
 Examples:
   xbuild compile specs/xception.yaml
+  xbuild compile xception65
   xbuild compile specs/xception41.yaml --set head.num_classes=10 --json
   xbuild compile specs/xception.yaml --weights timm_legacy_xception.pth --out build/xception
 
@@ -196,28 +199,42 @@ def compile_command(spec: Path, overrides: Sequence[str], as_json: bool, out_dir
                     weights: Path | None, seed: int) -> None:
     """Validate SPEC, build the network and print a per-block summary.
 
-    The table lists every block with its flow, module name, the spec entry (and line) it came
-    from, output shape, parameters and multiply-accumulates, then the totals.
+    SPEC is a spec file, or the name of a shipped spec (xbuild list); a file that exists wins.
+
+    The table lists every block with its flow, module name, the spec entry (and the file and
+    line) it came from, output shape, parameters and multiply-accumulates, then the totals.
+    Without --out and --weights nothing is built: the table comes from the plan, without torch.
     """
-    from .builder import build_model
+    from .plan import plan_spec
     from .spec import dump_resolved_yaml, load_spec, spec_hash
     from .summary import format_table, summary_data
-    from .weights import load_weights, save_weights
 
     if out_dir is not None:
         check_output_folder(out_dir)
     loaded = load_spec(spec, overrides)
-    model = build_model(loaded, seed=seed)
-    if weights is not None:
-        layout = load_weights(model, weights)
-        click.echo(f"imported {weights} ({layout} layout)", err=True)
-    data = summary_data(model.plan, str(spec))
+    if out_dir is None and weights is None:
+        model = None
+        plan = plan_spec(loaded)
+    else:
+        from .builder import build_model
+        from .weights import load_weights
+
+        model = build_model(loaded, seed=seed)
+        plan = model.plan
+        if weights is not None:
+            layout = load_weights(model, weights)
+            click.echo(f"imported {weights} ({layout} layout)", err=True)
+    data = summary_data(plan, loaded.source.files[0] if loaded.source else str(spec), loaded.source)
     data["spec_hash"] = spec_hash(loaded)
     if out_dir is not None:
+        from .weights import save_weights
+
+        assert model is not None  # built above whenever --out is given
+        trained = model
         _write_outputs(out_dir, {
             "spec.resolved.yaml": dump_resolved_yaml(loaded).encode(),
             "summary.json": (json.dumps(data, indent=2) + "\n").encode(),
-            "weights.safetensors": lambda target: save_weights(model, target, {"spec_hash": data["spec_hash"]}),
+            "weights.safetensors": lambda target: save_weights(trained, target, {"spec_hash": data["spec_hash"]}),
         })
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -236,7 +253,7 @@ Examples:
 @click.argument("specs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @set_option
 def validate_command(specs: Sequence[Path], overrides: Sequence[str]) -> None:
-    """Check specs without building them (for editors and CI).
+    """Check specs without building them (for editors, CI and pre-commit).
 
     Loads, validates and plans each SPEC (shapes, parameters, MACs), printing `ok` or the error
     for each; exits 2 if any is invalid.
@@ -250,12 +267,81 @@ def validate_command(specs: Sequence[Path], overrides: Sequence[str]) -> None:
             plan = plan_spec(load_spec(path, overrides))
         except XBuildError as exc:
             failures += 1
-            click.echo(f"error: {exc.format()}", err=True)
+            click.echo(error_report(exc), err=True)
             continue
         click.echo(f"ok: {path} ({plan.name}: {plan.total_params:,} parameters, "
                    f"{plan.total_macs / 1e9:.2f} GMACs)")
     if failures:
         raise UserError(f"{failures} of {len(specs)} spec{'s' if len(specs) > 1 else ''} invalid")
+
+
+@main.command("list", short_help="List the shipped specs with parameters and MACs.", epilog=f"""\b
+Examples:
+  xbuild list
+  xbuild list 'xception6*'
+  xbuild list --json
+
+{EXIT_CODES_HELP}""")
+@click.argument("pattern", required=False)
+@json_option
+def list_command(pattern: str | None, as_json: bool) -> None:
+    """List the specs shipped with xception-build: name, input size, classes, parameters, GMACs.
+
+    Any of them compiles by name (xbuild compile xception65) and can be extended by name
+    (extends: xception41). PATTERN filters the names with shell wildcards.
+    """
+    from .listing import format_listing, list_shipped, listing_data
+
+    rows = list_shipped(pattern)
+    click.echo(json.dumps(listing_data(rows), indent=2) if as_json else format_listing(rows))
+
+
+@main.command("schema", short_help="Print the JSON Schema of the spec language (for editors).", epilog=f"""\b
+Examples:
+  xbuild schema > spec.schema.json
+  # then, as the first line of a spec:
+  # yaml-language-server: $schema=spec.schema.json
+
+{EXIT_CODES_HELP}""")
+def schema_command() -> None:
+    """Print the JSON Schema (draft 2020-12) of spec files, generated from the spec models.
+
+    Editors that read JSON Schema (VS Code, JetBrains, Neovim through yaml-language-server)
+    then check keys, types and choices and complete them while a spec is typed. The shipped
+    specs point at the copy shipped beside them. The schema checks structure only; shapes,
+    layouts and everything else are checked by xbuild validate.
+    """
+    from .schema import spec_json_schema
+
+    click.echo(json.dumps(spec_json_schema(), indent=2))
+
+
+@main.command("diff", short_help="Show what changed between two specs, block by block, and its cost.",
+              epilog=f"""\b
+Examples:
+  xbuild diff xception41 xception65
+  xbuild diff xception xception_ablation_no_residual --json
+  xbuild diff xception41 xception41 --set defaults.layout=[act,dw,pw,norm]
+
+{EXIT_CODES_HELP}""")
+@click.argument("spec_a", metavar="A", type=click.Path(path_type=Path))
+@click.argument("spec_b", metavar="B", type=click.Path(path_type=Path))
+@set_option
+@json_option
+def diff_command(spec_a: Path, spec_b: Path, overrides: Sequence[str], as_json: bool) -> None:
+    """Compare spec B with spec A after extends, --set and the defaults cascade.
+
+    Lists the settings that differ, then each block added, removed or changed (with the fields
+    that changed, where each side wrote it, and its parameters and MACs), then the parameters and
+    MACs of each flow, the head and the total, with the change. --set applies to B, so
+    comparing a spec with itself shows what the overrides do. A and B are files or names of
+    shipped specs.
+    """
+    from .diff import diff_specs, format_diff
+    from .spec import load_spec
+
+    diff = diff_specs(load_spec(spec_a), load_spec(spec_b, overrides))
+    click.echo(json.dumps(diff.as_data(), indent=2) if as_json else format_diff(diff))
 
 
 if __name__ == "__main__":  # pragma: no cover

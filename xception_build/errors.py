@@ -16,6 +16,7 @@ Exit codes (documented in the README and in ``xbuild --help``):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -60,6 +61,11 @@ class XBuildError(Exception):
             text += f"\n  hint: {self.hint}"
         return text
 
+    @property
+    def problems(self) -> tuple[XBuildError, ...]:
+        """Each problem this error reports, printed as one ``error:`` each (see :class:`SpecErrors`)."""
+        return (self,)
+
 
 class UserError(XBuildError):
     """Bad input from the user: options, files, checkpoints. Exit code 2."""
@@ -85,3 +91,40 @@ class VerificationFailed(XBuildError):
     """A numeric check ran and did not pass. Exit code 1."""
 
     exit_code = 1
+
+
+class SpecErrors(SpecError):
+    """Several problems in one spec, found together (validation checks every key): each is its own
+    located ``SpecError`` in ``problems``, and the CLI prints each as its own ``error:``. The
+    first problem's location, path, message and hint are this error's own, so code that handles
+    one ``SpecError`` keeps working. ``more`` counts problems found past those listed."""
+
+    def __init__(self, problems: Sequence[SpecError], more: int = 0) -> None:
+        if not problems:
+            raise ValueError("SpecErrors needs at least one problem")
+        self._problems = tuple(problems)
+        self.more = max(more, 0)
+        first = self._problems[0]
+        super().__init__(first.message, location=first.location, spec_path=first.spec_path, hint=first.hint)
+
+    @property
+    def problems(self) -> tuple[SpecError, ...]:
+        return self._problems
+
+    def format(self) -> str:
+        """Each problem's own text, one after the other (and how many more were found)."""
+        text = "\n".join(problem.format() for problem in self._problems)
+        return text + (f"\n  {_more(self.more)}" if self.more else "")
+
+
+def _more(count: int) -> str:
+    return f"({count} more problem{'s' if count > 1 else ''} in this spec, not shown)"
+
+
+def error_report(exc: XBuildError) -> str:
+    """What the CLI prints for an error: ``error: <problem>`` for each of its problems (hints on
+    indented lines below each), so a spec with three mistakes reads as three errors."""
+    lines = [f"error: {problem.format()}" for problem in exc.problems]
+    if isinstance(exc, SpecErrors) and exc.more:
+        lines.append(f"  {_more(exc.more)}")
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 import yaml
 
+from .catalog import not_found_hint
 from .errors import Location, SpecError
 
 PathKey = tuple[str | int, ...]
@@ -186,8 +187,7 @@ def read_spec_text(path: Path) -> str:
     where = Location(str(path))
     try:
         if not path.exists():
-            raise SpecError("file not found", location=where,
-                            hint="give the path of a spec file, e.g. specs/xception.yaml")
+            raise SpecError("file not found", location=where, hint=not_found_hint(path))
         if path.is_dir():
             raise SpecError("is a directory, expected a YAML spec file", location=where)
         with path.open("rb") as stream:

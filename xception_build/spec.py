@@ -18,7 +18,7 @@ import yaml
 from pydantic import Discriminator, Field, PrivateAttr, Tag, ValidationError, model_validator
 
 from .blocks import BLOCK_KINDS, DEFAULT_KIND, BlockSpecModel
-from .errors import SpecError
+from .errors import SpecError, SpecErrors
 from .options import BlockOptions, Defaults, SpecValueError, StrictModel
 from .source import SpecSource, format_path
 from .variants import apply_overrides, load_source
@@ -30,14 +30,37 @@ def _block_kind_of(value: Any, default: str) -> str:
     return str(getattr(value, "kind", default))
 
 
+class KindOf:
+    """The discriminator of a stem or blocks entry: its ``kind``, or ``default`` when it has none.
+    An object rather than a lambda so that the JSON Schema (``xception_build.schema``) can read
+    the default kind and say the same thing to editors."""
+
+    def __init__(self, default: str) -> None:
+        self.default = default
+        self.__name__ = "kind"  # pydantic-core names a callable discriminator by it
+
+    def __call__(self, value: Any) -> str:
+        return _block_kind_of(value, self.default)
+
+
 def _entry_union(part: str) -> Any:
     """The union of every registered kind's spec model, told apart by ``kind`` (default: the
     kind of ``part``, a stem or a blocks list)."""
-    default = DEFAULT_KIND[part]
     return Annotated[
         Union[tuple(Annotated[kind.spec_model, Tag(name)] for name, kind in BLOCK_KINDS.items())],  # noqa: UP007
-        Discriminator(lambda value: _block_kind_of(value, default)),
+        Discriminator(KindOf(DEFAULT_KIND[part])),
     ]
+
+
+def _size_schema(schema: dict[str, Any]) -> None:
+    """JSON Schema of ``input.size``: what ``InputSpec._consistent`` checks, a positive side or
+    exactly two positive values."""
+    for branch in schema.get("anyOf", ()):
+        if branch.get("type") == "integer":
+            branch["exclusiveMinimum"] = 0
+        elif branch.get("type") == "array":
+            branch.update(minItems=2, maxItems=2)
+            branch["items"]["exclusiveMinimum"] = 0
 
 
 # Built from the registry at import time, which a type checker cannot follow: it sees the base model.
@@ -50,7 +73,8 @@ else:
 
 
 class InputSpec(StrictModel):
-    size: int | list[int] = Field(default=299, description="side, or [height, width]")
+    size: int | list[int] = Field(default=299, description="side, or [height, width]",
+                                  json_schema_extra=_size_schema)
     channels: int = Field(default=3, gt=0)
     mean: list[float] = [0.5, 0.5, 0.5]
     std: list[float] = [0.5, 0.5, 0.5]
@@ -60,7 +84,10 @@ class InputSpec(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> InputSpec:
         sizes = self.size if isinstance(self.size, list) else [self.size]
-        if len(sizes) not in (1, 2) or any(s <= 0 for s in sizes):
+        if isinstance(self.size, list) and len(sizes) != 2:
+            raise SpecValueError(f"size must be one side (224) or two values [height, width], got {self.size}",
+                                 ("size",))
+        if any(s <= 0 for s in sizes):
             raise SpecValueError(f"size must be a positive side or [height, width], got {self.size}",
                                  ("size",))
         for name in ("mean", "std"):
@@ -74,7 +101,7 @@ class InputSpec(StrictModel):
     @property
     def height_width(self) -> tuple[int, int]:
         if isinstance(self.size, list):
-            return (self.size[0], self.size[-1])
+            return (self.size[0], self.size[1])
         return (self.size, self.size)
 
 
@@ -283,42 +310,92 @@ def _branch_points(error: Mapping[str, Any], data: Any) -> list[tuple[tuple[str 
             if not (error["type"] == "missing" and index == len(loc) - 1)]
 
 
-def _spec_error(exc: ValidationError, source: SpecSource) -> SpecError:
-    errors = exc.errors(include_url=False)
-    chosen, others = errors[0], len(errors) - 1
-    # A value that fits no branch of a union (``out: int | list[int]``) gets one error per branch:
-    # report the branch that got furthest into the value (``out[1]: expected a whole number``),
-    # or, when none did, what each branch expected (``expected a whole number or a list``).
-    points = [_branch_points(e, source.data) for e in errors]
-    alternatives: list[int] = []
-    site: tuple[str | int, ...] = ()
-    for site, _ in reversed(points[0]):
-        alternatives = [i for i, p in enumerate(points) if any(where == site for where, _ in p)]
-        if len({branch for i in alternatives for where, branch in points[i] if where == site}) > 1:
-            break
-        alternatives = []
-    if alternatives:
-        def branch_of(i: int) -> str | int:
+def _problem(error: Mapping[str, Any], source: SpecSource, message: str | None = None) -> SpecError:
+    """One pydantic error as one located ``SpecError`` (``message`` replaces the explained one)."""
+    path = _error_path(error, source.data)
+    explained, hint = _explain(error, source, path)
+    text = message or explained
+    if error["type"] == "missing" and not path:
+        text += " in the spec"  # elsewhere the spec path prefixing the message says where
+    return SpecError(text, location=source.location_of(path), spec_path=format_path(path) or None, hint=hint)
+
+
+#: error index -> where its ``loc`` passed through a union: (value path, branch) pairs
+Points = dict[int, list[tuple[tuple[str | int, ...], str | int]]]
+
+
+def _union_group(start: int, errors: list[Any], points: Points,
+                 source: SpecSource) -> tuple[list[int], list[SpecError]]:
+    """The errors that one value produced by fitting no branch of a union (``out: int |
+    list[int]`` gets one error per branch), and the problems they amount to: those of the branch
+    that got furthest into the value (``out[1]: expected a whole number``), or, when none did, one
+    problem saying what each branch expected (``expected a whole number or a list``)."""
+    for site, _ in reversed(points[start]):
+        group = [i for i in points if any(where == site for where, _ in points[i])]
+        branches = {branch for i in group for where, branch in points[i] if where == site}
+        if len(branches) < 2:
+            continue
+
+        def branch_of(i: int, site: tuple[str | int, ...] = site) -> str | int:
             return next(branch for where, branch in points[i] if where == site)
 
-        best = max(alternatives, key=lambda i: len(_error_path(errors[i], source.data)))
-        chosen = errors[best]
-        same_branch = sum(branch_of(i) == branch_of(best) for i in alternatives)
-        others = len(errors) - len(alternatives) + same_branch - 1
-    path = _error_path(chosen, source.data)
-    message, hint = _explain(chosen, source, path)
-    if alternatives and path == site:
-        expected = list(dict.fromkeys(_EXPECTED.get(errors[i]["type"], "") for i in alternatives))
-        if all(expected):
-            message = f"expected {' or '.join(expected)}, got {_describe(chosen.get('input'))}"
-            others = len(errors) - len(alternatives)
-    if chosen["type"] == "missing" and not path:
-        message += " in the spec"  # elsewhere the spec path prefixing the message says where
-    if others > 0:
-        more = f"({others} more problem{'s' if others > 1 else ''} after this one)"
-        hint = f"{hint}\n  {more}" if hint else more
-    return SpecError(message, location=source.location_of(path), spec_path=format_path(path) or None,
-                     hint=hint)
+        best = max(group, key=lambda i: len(_error_path(errors[i], source.data)))
+        if _error_path(errors[best], source.data) == site:
+            expected = list(dict.fromkeys(_EXPECTED.get(errors[i]["type"], "") for i in group))
+            if all(expected):
+                message = f"expected {' or '.join(expected)}, got {_describe(errors[best].get('input'))}"
+                return group, [_problem(errors[best], source, message)]
+        return group, [_problem(errors[i], source) for i in group if branch_of(i) == branch_of(best)]
+    return [start], [_problem(errors[start], source)]
+
+
+def _missing_keys(errors: list[Any], points: Points, source: SpecSource) -> list[SpecError]:
+    """One problem for all the required keys a mapping lacks ("missing required keys 'name',
+    'entry' and 'exit' in the spec"), taking those errors out of ``points``."""
+    by_mapping: dict[tuple[str | int, ...], list[int]] = {}
+    for i, error in enumerate(errors):
+        if error["type"] == "missing" and not points[i]:
+            by_mapping.setdefault(_error_path(error, source.data), []).append(i)
+    problems = []
+    for indices in by_mapping.values():
+        if len(indices) < 2:
+            continue
+        names = [repr(errors[i]["loc"][-1]) for i in indices]
+        listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+        problems.append(_problem(errors[indices[0]], source, f"missing required keys {listed}"))
+        for i in indices:
+            del points[i]
+    return problems
+
+
+#: problems listed in one report; past this, a closing line counts the rest
+MAX_PROBLEMS = 50
+
+
+def _spec_errors(exc: ValidationError, source: SpecSource) -> SpecError:
+    """Every problem pydantic found, each one located ``SpecError``, in file order."""
+    errors = exc.errors(include_url=False)
+    points = {i: _branch_points(error, source.data) for i, error in enumerate(errors)}
+    problems = _missing_keys(errors, points, source)
+    while points:
+        group, found = _union_group(min(points), errors, points, source)
+        problems.extend(found)
+        for i in group:
+            del points[i]
+    unique = list({(str(p.location), p.spec_path, p.message): p for p in problems}.values())
+    unique.sort(key=lambda problem: _file_order(problem, source))
+    if len(unique) == 1:
+        return unique[0]
+    return SpecErrors(unique[:MAX_PROBLEMS], more=len(unique) - MAX_PROBLEMS)
+
+
+def _file_order(problem: SpecError, source: SpecSource) -> tuple[int, int, int, int]:
+    """The spec file first, then the files it extends, line by line; ``--set`` values last."""
+    where = problem.location
+    if where is None or where.line is None:
+        return (1, 0, 0, 0)
+    rank = source.files.index(where.file) if where.file in source.files else len(source.files)
+    return (0, rank, where.line, where.column or 0)
 
 
 # -- public API ---------------------------------------------------------------------------
@@ -327,7 +404,7 @@ def spec_from_source(source: SpecSource) -> Spec:
     try:
         spec = Spec.model_validate(source.data)
     except ValidationError as exc:
-        raise _spec_error(exc, source) from None
+        raise _spec_errors(exc, source) from None
     spec._source = source
     return spec
 

@@ -1,11 +1,19 @@
-"""The per-block summary ``xbuild compile`` prints: a table for people, JSON for machines."""
+"""The per-block summary ``xbuild compile`` prints: a table for people, JSON for machines.
+
+Each row cites the spec line its block came from, with the file: a variant that ``extends``
+another spec has blocks written in the parent file, and a line number alone would point into
+the wrong file.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from .plan import Plan
+from .plan import Plan, PlannedBlock
+from .source import SpecSource
 from .tables import render_table
+from .variants import parse_override_path
 
 
 def _human(count: int) -> str:
@@ -15,20 +23,38 @@ def _human(count: int) -> str:
     return str(count)
 
 
-def summary_data(plan: Plan, spec_file: str | None = None) -> dict[str, Any]:
-    """Everything the table shows, as plain data (stable keys: scripts read this)."""
-    rows: list[dict[str, Any]] = [
-        {
+def _written_at(block: PlannedBlock, source: SpecSource | None) -> tuple[str | None, int | None]:
+    """(file, line) of the spec entry a block came from; ``--set ...`` as the file of an override."""
+    if source is None:
+        return None, block.line
+    location = source.location_of(parse_override_path(block.spec_path))
+    return (location.file, location.line) if location is not None else (None, None)
+
+
+def head_kind(pool: str, num_classes: int) -> str:
+    """``avgpool+linear``; ``avgpool`` alone when there is no classifier (``num_classes: 0``)."""
+    return f"{pool}pool" + ("+linear" if num_classes else "")
+
+
+def summary_data(plan: Plan, spec_file: str | None = None, source: SpecSource | None = None) -> dict[str, Any]:
+    """Everything the table shows, as plain data (stable keys: scripts read this).
+
+    ``source`` (the loaded spec's, ``spec.source``) names the file of each row's ``line``."""
+    rows: list[dict[str, Any]] = []
+    for block in plan.blocks:
+        file, line = _written_at(block, source)
+        rows.append({
             "flow": block.flow, "module": block.module_name, "spec_path": block.spec_path,
-            "line": block.line, "repeat": list(block.repeat), "kind": block.kind,
+            "file": file, "line": line, "repeat": list(block.repeat), "kind": block.kind,
             "input_shape": list(block.in_shape.as_tuple()), "output_shape": list(block.out_shape.as_tuple()),
             "params": block.params, "macs": block.macs,
-        }
-        for block in plan.blocks
-    ]
+        })
     head = plan.head
-    rows.append({"flow": "head", "module": "head", "spec_path": "head", "line": None, "repeat": [1, 1],
-                 "kind": f"{head.pool}pool+linear", "input_shape": list(plan.feature_shape.as_tuple()),
+    head_at = source.locations.get(("head",)) if source is not None else None  # None: the default head
+    rows.append({"flow": "head", "module": "head", "spec_path": "head",
+                 "file": head_at.file if head_at else None, "line": head_at.line if head_at else None,
+                 "repeat": [1, 1], "kind": head_kind(head.pool, head.num_classes),
+                 "input_shape": list(plan.feature_shape.as_tuple()),
                  "output_shape": [head.num_classes or head.in_features], "params": head.params,
                  "macs": head.macs})
     return {
@@ -44,12 +70,23 @@ def summary_data(plan: Plan, spec_file: str | None = None) -> dict[str, Any]:
     }
 
 
+def _cited(row: dict[str, Any]) -> str:
+    """``xception41.yaml:40``; ``--set`` for a value the command line wrote; empty when unknown."""
+    file, line = row.get("file"), row.get("line")
+    if file is None:
+        return f"line {line}" if line else ""
+    if file.startswith("--set "):
+        return "--set"
+    return f"{Path(file).name}:{line}" if line else Path(file).name
+
+
 def format_table(data: dict[str, Any]) -> str:
     """Aligned text table with totals; module names are what ``model.named_modules()`` shows."""
     header = ("flow", "module", "spec", "kind", "output", "params", "MACs")
     lines: list[tuple[str, ...]] = []
     for row in data["blocks"]:
-        spec = row["spec_path"] + (f" (line {row['line']})" if row["line"] else "")
+        cited = _cited(row)
+        spec = row["spec_path"] + (f" ({cited})" if cited else "")
         copies = row["repeat"][1]
         if copies > 1:
             spec += f" {row['repeat'][0]}/{copies}"

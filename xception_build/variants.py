@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .catalog import locate
 from .errors import Location, SpecError
 from .source import PathKey, SpecSource, format_path, parse_value, parse_yaml, read_spec_text, shown_text
 
@@ -45,8 +46,11 @@ def _get(data: Any, path: PathKey) -> Any:
 
 
 def load_source(path: str | os.PathLike[str], _chain: tuple[Path, ...] = ()) -> SpecSource:
-    """Read a spec file and everything it ``extends``, merged into one source."""
-    file = Path(path)
+    """Read a spec file and everything it ``extends``, merged into one source.
+
+    ``path`` and every ``extends`` resolve through :func:`catalog.locate`: an existing file (for
+    ``extends``, relative to the extending file) wins, else a shipped spec of that name."""
+    file = locate(path)
     text = read_spec_text(file)  # first: it turns a path that cannot be a file into a SpecError
     try:
         resolved = file.resolve()
@@ -62,9 +66,10 @@ def load_source(path: str | os.PathLike[str], _chain: tuple[Path, ...] = ()) -> 
         return source
     extends_location = source.locations.pop(("extends",), None)
     if not isinstance(parent_ref, str) or not parent_ref:
-        raise SpecError("'extends' must be the path of another spec file (relative to this one)",
+        raise SpecError("'extends' must be the path of another spec file (relative to this one) "
+                        "or the name of a shipped spec",
                         location=extends_location, spec_path="extends")
-    parent_path = (file.parent / parent_ref)
+    parent_path = locate(parent_ref, file.parent)
     try:
         parent = load_source(parent_path, (*_chain, resolved))
     except SpecError as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
-from spec_files import SPECS
+from spec_files import SPECS, line_of
 
 from xception_build import build_model
 from xception_build.cli import main
@@ -25,8 +25,34 @@ def test_compile_prints_the_block_table_with_totals() -> None:
     code, out, _ = run("compile", str(SPECS / "xception.yaml"))
     assert code == 0
     assert "22,855,952" in out and "8.36G" in out
-    assert "middle.blocks.7" in out and "middle.blocks[0] (line" in out and "8/8" in out
+    middle = line_of(SPECS / "xception.yaml", "{out: 728, reps: 3, shortcut: identity}")
+    assert "middle.blocks.7" in out and f"middle.blocks[0] (xception.yaml:{middle}) 8/8" in out
     assert "2048x10x10" in out
+
+
+def test_the_table_names_the_file_of_every_line_it_cites() -> None:
+    """xception65.yaml extends xception41.yaml: its blocks are written in the parent file."""
+    first = line_of(SPECS / "xception41.yaml", "{out: 128, reps: 3, stride: 2}")
+    middle = line_of(SPECS / "xception41.yaml", "{out: 728, reps: 3, shortcut: identity}")
+    code, out, _ = run("compile", str(SPECS / "xception65.yaml"))
+    assert code == 0
+    assert f"entry.blocks[0] (xception41.yaml:{first})" in out
+    assert f"middle.blocks[0] (xception41.yaml:{middle}) 16/16" in out
+    code, out, _ = run("compile", str(SPECS / "xception65.yaml"), "--json",
+                       "--set", "entry.blocks[1]={out: 256, reps: 2, stride: 2}")
+    rows = {row["module"]: row for row in json.loads(out)["blocks"]}
+    assert (rows["entry.blocks.0"]["file"], rows["entry.blocks.0"]["line"]) == (str(SPECS / "xception41.yaml"), first)
+    assert rows["entry.blocks.1"]["file"] == "--set entry.blocks[1]={out: 256, reps: 2, stride: 2}"
+    assert rows["entry.blocks.1"]["line"] is None
+
+
+def test_a_head_without_classes_is_not_shown_as_a_classifier() -> None:
+    code, out, _ = run("compile", str(SPECS / "xception_cifar.yaml"), "--set", "head.num_classes=0")
+    assert code == 0
+    head = next(line for line in out.splitlines() if line.startswith("head "))
+    assert head.split()[4:7] == ["avgpool", "1024", "0"], head
+    code, out, _ = run("compile", str(SPECS / "xception_cifar.yaml"))
+    assert "avgpool+linear" in out
 
 
 def test_compile_json_matches_the_plan() -> None:

@@ -76,7 +76,7 @@ REQUIRED_KINDS = {
     "layout_two_activations", "conv_layout_without_conv", "reps_without_count", "reps_disagree_with_list",
     "identity_shortcut_shape_change", "spatial_size_zero", "no_layers", "stem_outside_entry",
     "extends_missing_file", "extends_not_a_path", "extends_cycle", "extends_parent_invalid",
-    "extends_parent_empty", "unknown_key_not_a_name", "count_out_of_range",
+    "extends_parent_empty", "unknown_key_not_a_name", "count_out_of_range", "input_size_one_value",
 }
 
 
@@ -105,6 +105,7 @@ def test_corpus_has_one_case_per_kind_of_error() -> None:
 @pytest.mark.parametrize("case", CASES, ids=[case.file.stem for case in CASES])
 def test_invalid_spec_is_reported_at_its_place(case: Case) -> None:
     err = _load_and_plan(case.file)
+    assert err.problems == (err,), str(err)  # each case holds one mistake, and is reported once
     assert err.location == case.location
     assert err.spec_path == case.spec_path
     assert case.expect in err.message
@@ -124,12 +125,108 @@ def test_cli_prints_one_error_and_exits_2(case: Case) -> None:
     assert result.stdout == ""
 
 
+# -- several problems in one spec ----------------------------------------------------------
+
+SEVERAL = """\
+name: several
+input: {size: 224, chanels: 3}
+defaults: {activation: rleu}
+entry:
+  blocks:
+    - {out: 64, reps: 2, strde: 2}
+    - {out: [64, x, y], reps: 2}
+    - {out: true, reps: 2}
+middle:
+  repeat: 0
+exit: {blocks: [{out: 128, reps: two}]}
+head: {pool: average}
+"""
+# (line:column, spec path, message) of each problem in SEVERAL, in file order
+SEVERAL_PROBLEMS = [
+    ("2:20", "input.chanels", "unknown key 'chanels'"),
+    ("3:12", "defaults.activation", "'rleu' is not a valid choice"),
+    ("6:26", "entry.blocks[0].strde", "unknown key 'strde'"),
+    ("7:18", "entry.blocks[1].out[1]", "expected a whole number, got 'x'"),
+    ("7:21", "entry.blocks[1].out[2]", "expected a whole number, got 'y'"),
+    ("8:8", "entry.blocks[2].out", "expected a whole number or a list, got true"),
+    ("10:3", "middle.repeat", "expected a value greater than 0, got 0"),
+    ("11:28", "exit.blocks[0].reps", "expected a whole number, got 'two'"),
+    ("12:8", "head.pool", "'average' is not a valid choice"),
+]
+
+
+def test_every_problem_of_a_spec_is_reported_at_its_place(tmp_path: Path) -> None:
+    spec = tmp_path / "several.yaml"
+    spec.write_text(SEVERAL)
+    err = _load_and_plan(spec)
+    found = [(f"{p.location.line}:{p.location.column}" if p.location else None, p.spec_path, p.message)
+             for p in err.problems]
+    assert found == SEVERAL_PROBLEMS
+    for problem in err.problems:
+        assert isinstance(problem, SpecError) and problem.location is not None
+        assert problem.location.file == str(spec)
+        assert_one_clean_message(problem)
+    assert (err.location, err.spec_path, err.message) == (Location(str(spec), 2, 20), "input.chanels",
+                                                           "unknown key 'chanels'")
+
+
+def test_the_cli_prints_each_problem_as_its_own_error(tmp_path: Path) -> None:
+    spec = tmp_path / "several.yaml"
+    spec.write_text(SEVERAL)
+    for command in ("compile", "validate"):
+        result = CliRunner().invoke(main, [command, str(spec), "--set", "head.dropout=2"])
+        assert result.exit_code == 2 and result.stdout == ""
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        expected = [f"error: {spec}:{at}: {path}: {message}" for at, path, message in SEVERAL_PROBLEMS]
+        expected.append("error: --set head.dropout=2: head.dropout: expected a value less than 1.0, got 2")
+        if command == "validate":
+            expected.append("error: 1 of 1 spec invalid")
+        assert errors == expected
+        hints = [line for line in result.stderr.splitlines() if not line.startswith("error: ")]
+        assert hints[0] == "  hint: did you mean 'channels'? valid keys: channels, crop_pct, interpolation, " \
+                           "mean, size, std"
+        assert all(line.startswith("  hint: ") for line in hints), result.stderr
+
+
+def test_missing_keys_of_one_mapping_are_one_problem(tmp_path: Path) -> None:
+    spec = tmp_path / "bare.yaml"
+    spec.write_text("description: nothing else\n")
+    err = _load_and_plan(spec)
+    assert str(err) == f"{spec}:1:1: missing required keys 'name', 'entry' and 'exit' in the spec"
+
+
+def test_a_spec_with_very_many_problems_lists_the_first_fifty(tmp_path: Path) -> None:
+    spec = tmp_path / "many.yaml"
+    blocks = "\n".join(f"    - {{out: 8, reps: {i + 1}, strde{i}: 2}}" for i in range(60))
+    spec.write_text(f"name: many\nentry:\n  blocks:\n{blocks}\nexit: {{blocks: [{{out: 8, reps: 1}}]}}\n")
+    err = _load_and_plan(spec)
+    assert [p.spec_path for p in err.problems] == [f"entry.blocks[{i}].strde{i}" for i in range(50)]
+    assert str(err).endswith("\n  (10 more problems in this spec, not shown)")
+    result = CliRunner().invoke(main, ["validate", str(spec)])
+    assert result.stderr.count("error: ") == 51  # 50 problems and the closing count of invalid specs
+    assert "  (10 more problems in this spec, not shown)\nerror: 1 of 1 spec invalid" in result.stderr
+
+
+def test_checks_across_keys_follow_once_the_keys_are_valid(tmp_path: Path) -> None:
+    """A mapping's own checks (size, mean per channel) need its keys valid first; planning (shapes)
+    needs the whole spec valid: fixing the first round of problems shows the next."""
+    spec = tmp_path / "rounds.yaml"
+    spec.write_text("name: rounds\ninput: {size: [32], chanels: 3}\n"
+                    "entry: {blocks: [{out: 8, reps: 1, shortcut: identity, stride: 2}]}\n"
+                    "exit: {blocks: [{out: 8, reps: 1}]}\n")
+    assert _load_and_plan(spec).spec_path == "input.chanels"
+    spec.write_text(spec.read_text().replace(", chanels: 3", ""))
+    assert _load_and_plan(spec).spec_path == "input.size"
+    spec.write_text(spec.read_text().replace("[32]", "[32, 32]"))
+    assert _load_and_plan(spec).spec_path == "entry.blocks[0].shortcut"
+
+
 # -- files that cannot be specs -------------------------------------------------------------
 
 def test_missing_file(tmp_path: Path) -> None:
     err = _load_and_plan(tmp_path / "nope.yaml")
     assert err.location == Location(str(tmp_path / "nope.yaml")) and err.message == "file not found"
-    assert err.hint and "specs/xception.yaml" in err.hint
+    assert err.hint and "the name of a shipped spec" in err.hint and "xception41" in err.hint
     assert str(err).startswith(f"{tmp_path / 'nope.yaml'}: file not found")
 
 

@@ -68,8 +68,15 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def assert_clean(err: SpecError) -> None:
-    """One message that starts with a place (file:line:col, or the --set that caused it)."""
-    text = str(err)
+    """Each problem reported is one message that starts with a place (file:line:col, or the
+    --set that caused it)."""
+    for problem in err.problems:
+        assert isinstance(problem, SpecError)
+        _assert_one_clean_problem(problem)
+
+
+def _assert_one_clean_problem(err: SpecError) -> None:
+    text = err.format()
     assert err.location is not None, text
     assert text.startswith(f"{err.location}: "), text
     if not err.location.file.startswith("--set "):
