@@ -45,6 +45,9 @@ until --min-reps calls and --budget seconds have passed.
               help="Device of the training rows and of the default backends.  [default: cuda when visible, "
                    "else cpu]")
 @backend_option("Inference backends to measure (default: every backend of --device).")
+@click.option("--precision", "precision_text", default="fp32", show_default=True, metavar="P[,P...]",
+              help="Precisions of the artifacts the onnxruntime and tensorrt rows run: fp32, fp16, int8 "
+                   "(comma-separated; several are timed round-robin, with their speed vs fp32).")
 @click.option("--train", is_flag=True,
               help="Also time training steps (fp32, bf16/fp16, channels_last, compile, all).")
 @click.option("--train-batch", type=click.IntRange(min=1), default=None,
@@ -61,7 +64,8 @@ until --min-reps calls and --budget seconds have passed.
               help="CPU threads for torch and onnxruntime.  [default: their own defaults]")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], batch: BatchSelection | None,
-                  device: Device | None, backends: tuple[BackendName, ...], train: bool, train_batch: int | None,
+                  device: Device | None, backends: tuple[BackendName, ...], precision_text: str, train: bool,
+                  train_batch: int | None,
                   no_reference: bool, as_json: bool, budget: float, min_reps: int, warmup: int,
                   threads: int | None, no_progress: bool) -> None:
     """Measure inference latency/throughput per backend and batch (and training speed with --train).
@@ -74,7 +78,9 @@ def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], ba
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     sizes = batch.sizes if batch is not None else ((1, 8, 64) if device == "cuda" else (1, 8))
+    precisions = tuple(dict.fromkeys(p.strip() for p in precision_text.split(",") if p.strip()))
     settings = BenchSettings(device=device, batches=sizes, backends=backends or backends_for(device),
+                             precisions=precisions,  # type: ignore[arg-type]  # checked by BenchSettings
                              warmup=warmup, min_reps=min_reps, budget_s=budget, train=train,
                              train_batch=train_batch, reference=not no_reference, threads=threads)
     bar = tqdm(total=count_tasks(settings), file=sys.stderr, disable=no_progress, unit="row", leave=False)
@@ -140,14 +146,16 @@ def format_report(report: BenchReport) -> str:
     rows = []
     for r in report.inference:
         if r.status != "ok":
-            rows.append([r.backend, str(r.batch), f"{r.status}: {r.reason}"])
+            rows.append([f"{r.backend} {r.precision}", str(r.batch), f"{r.status}: {r.reason}"])
             continue
-        rows.append([r.backend, str(r.batch), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.min_ms), f"{r.images_per_s:.1f}",
-                     str(r.reps), f"{r.setup_s:.1f}", _pct(r.fraction_flops), _pct(r.fraction_bandwidth)])
-    lines += ["", "inference (fp32 weights; img/s = batch / p50; onnxruntime/tensorrt rows include "
-                  "host<->device copies)"]
-    lines += _table(["backend", "batch", "p50 ms", "p90 ms", "min ms", "img/s", "reps", "setup s",
-                     "%peak FLOP/s", "%peak B/s"], rows)
+        rows.append([f"{r.backend} {r.precision}", str(r.batch), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.min_ms),
+                     f"{r.images_per_s:.1f}", str(r.reps), f"{r.setup_s:.1f}",
+                     "-" if r.vs_fp32 is None else f"{r.vs_fp32:.2f}x", _pct(r.fraction_flops),
+                     _pct(r.fraction_bandwidth)])
+    lines += ["", "inference (img/s = batch / p50; onnxruntime/tensorrt rows include host<->device copies; "
+                  "vs fp32 = the fp32 row's p50 / this row's, timed round-robin)"]
+    lines += _table(["backend precision", "batch", "p50 ms", "p90 ms", "min ms", "img/s", "reps", "setup s",
+                     "vs fp32", "%peak FLOP/s", "%peak B/s"], rows)
     if report.train:
         batch = report.train[0].batch
         lines += ["", f"training step (batch {batch}, synthetic data, forward+loss+backward+SGD; "

@@ -2,16 +2,21 @@
 
 The bench has no runners of its own. Each row opens the backend's :class:`~exporters.runner.Runner`
 (the ones verification uses) on what it runs -- the model for the PyTorch backends, the model's
-ONNX export for ONNX Runtime, a static engine per batch size for TensorRT (an engine tuned for a
-wide profile can be several times slower at small batches, TensorRT issue 976) -- and times
-``runner.timed_call``. Artifacts are made once per run in a temporary folder; making them and the
-first call count as the row's setup.
+ONNX export (fp32, or its fp16 or int8 artifact) for ONNX Runtime, a static engine per batch
+size for TensorRT (an engine tuned for a wide profile can be several times slower at small
+batches, TensorRT issue 976) -- and times ``runner.timed_call``. Artifacts are made once per run
+in a temporary folder; making them and the first call count as the row's setup.
+
+Several precisions of one backend are timed round-robin at each batch size, so that load from
+other processes falls on each alike and the "vs fp32" speed ratio is taken side by side. The int8
+artifacts are calibrated on synthetic images: the ranges change no kernel, so not the speed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,8 +29,17 @@ from torch import nn
 from exporters.backends import BACKENDS, ArtifactBackend, Backend, PytorchBackend
 from exporters.bench.analysis import AnalyticFigures
 from exporters.bench.peaks import device_peak, peak_precision
-from exporters.bench.timing import BenchSettings, InferenceRow, Progress, fill_row, measure, one_line
-from exporters.contract import INPUT_NAME, BackendName, BatchProfile
+from exporters.bench.timing import (
+    BenchSettings,
+    InferenceRow,
+    Progress,
+    Timing,
+    fill_row,
+    measure,
+    measure_interleaved,
+    one_line,
+)
+from exporters.contract import INPUT_NAME, BackendName, BatchProfile, Precision
 from exporters.runner import Runner
 from xception_build.errors import BackendUnavailable
 from xception_build.training import synchronize
@@ -39,33 +53,41 @@ class ArtifactFiles:
         self.profile = BatchProfile(min(batches), max(batches), max(2, *batches))
         self._dir = tempfile.TemporaryDirectory(prefix="xbuild-bench-")
         self.folder = Path(self._dir.name)
-        self._onnx: Path | None = None
+        self._onnx: dict[Precision, Path] = {}
 
-    def onnx(self) -> Path:
-        """The model's fp32 ONNX export, by ``xbuild export``'s own exporter (dynamic batch)."""
-        if self._onnx is None:
-            from exporters.onnx.export import export_onnx, serialize
+    def onnx(self, precision: Precision = "fp32") -> Path:
+        """The model's ONNX artifact of ``precision``, made as ``xbuild export`` makes it (dynamic batch)."""
+        if precision not in self._onnx:
+            from exporters.onnx.export import export_onnx, serialize, to_fp16
+            from exporters.onnx.quantize import quantize_int8
 
             cpu_copy = copy.deepcopy(self.model).to("cpu").eval()  # the exporter traces on CPU
-            path = self.folder / "model.onnx"
-            path.write_bytes(serialize(export_onnx(cpu_copy, self.input_size, profile=self.profile)))
-            self._onnx = path
-        return self._onnx
+            proto = export_onnx(cpu_copy, self.input_size, profile=self.profile)
+            if precision == "fp16":
+                proto = to_fp16(proto)
+            elif precision == "int8":
+                images = np.random.default_rng(0).standard_normal((16, *self.input_size), dtype=np.float32)
+                proto = quantize_int8(proto, images)
+            path = self.folder / f"model.{precision}.onnx"
+            path.write_bytes(serialize(proto))
+            self._onnx[precision] = path
+        return self._onnx[precision]
 
-    def plan(self, batch: int) -> Path:
-        """A static fp32 TensorRT engine for ``batch`` (TF32 off), built from :meth:`onnx`."""
-        from exporters.tensorrt.engine import BuildSettings, build_engine
+    def plan(self, batch: int, precision: Precision = "fp32") -> Path:
+        """A static TensorRT engine of ``precision`` for ``batch``, built from the ONNX it needs."""
+        from exporters.tensorrt.engine import BuildSettings, build_engine, build_recipe, major_version
 
-        path = self.folder / f"model.b{batch}.plan"
-        settings = BuildSettings(BatchProfile(batch, batch, batch), self.input_size)
-        build_engine(self.onnx(), path, settings, timing_cache=self.folder / "timing.cache")
+        path = self.folder / f"model.{precision}.b{batch}.plan"
+        settings = BuildSettings(BatchProfile(batch, batch, batch), self.input_size, precision)
+        source = self.onnx(build_recipe(major_version(), precision).onnx_precision)
+        build_engine(source, path, settings, timing_cache=self.folder / "timing.cache")
         return path
 
     def close(self) -> None:
         self._dir.cleanup()
 
 
-def _runner_factory(backend: Backend, model: nn.Module, files: ArtifactFiles,
+def _runner_factory(backend: Backend, model: nn.Module, files: ArtifactFiles, precision: Precision,
                     threads: int | None) -> tuple[Callable[[int], Runner], bool]:
     """A function making the runner for one batch size, and whether one runner serves every batch."""
     if isinstance(backend, PytorchBackend):
@@ -73,13 +95,13 @@ def _runner_factory(backend: Backend, model: nn.Module, files: ArtifactFiles,
         return (lambda _batch: backend.runner(model, files.input_size, strict_fp32=False)), True
     assert isinstance(backend, ArtifactBackend)
     if backend.runs == "tensorrt-plan":
-        return (lambda batch: backend.runner(files.plan(batch))), False
-    return (lambda _batch: backend.runner(files.onnx(), threads=threads or 0)), True
+        return (lambda batch: backend.runner(files.plan(batch, precision))), False
+    return (lambda _batch: backend.runner(files.onnx(precision), threads=threads or 0)), True
 
 
 def bench_inference(model: nn.Module, input_size: tuple[int, int, int], settings: BenchSettings,
                     figures: AnalyticFigures, on_task: Progress) -> list[InferenceRow]:
-    """One row per (backend, batch); a backend this machine lacks is a row saying why."""
+    """One row per (backend, precision, batch); a backend this machine lacks is a row saying why."""
     rows: list[InferenceRow] = []
     files = ArtifactFiles(model, input_size, settings.batches)
     try:
@@ -90,51 +112,115 @@ def bench_inference(model: nn.Module, input_size: tuple[int, int, int], settings
     return rows
 
 
+class _Opener:
+    """Opens a backend's runner for one precision, once for all batches where one runner serves all;
+    a runner that cannot be opened is remembered, so every later row says why without retrying."""
+
+    def __init__(self, stack: contextlib.ExitStack, make: Callable[[int], Runner], shared: bool) -> None:
+        self.stack, self.make, self.shared = stack, make, shared
+        self.runner: Runner | None = None
+        self.error: tuple[str, str] | None = None
+
+    def open(self, batch: int) -> Runner:
+        if self.error is not None:
+            raise _Refused(*self.error)
+        if self.runner is not None and self.shared:
+            return self.runner
+        try:
+            self.runner = self.stack.enter_context(self.make(batch))
+        except BackendUnavailable as exc:
+            if self.shared:
+                self.error = ("unavailable", one_line(exc, with_type=False))
+            raise
+        except Exception as exc:
+            if self.shared:
+                self.error = ("failed", one_line(exc))
+            raise
+        return self.runner
+
+
+class _Refused(Exception):
+    def __init__(self, status: str, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
+
+
 def _bench_backend(name: BackendName, model: nn.Module, files: ArtifactFiles, settings: BenchSettings,
                    figures: AnalyticFigures, on_task: Progress) -> list[InferenceRow]:
     backend = BACKENDS[name]
     device = torch.device(backend.device)
     reason = backend.unavailable()
     peak = device_peak(device) if reason is None else None
-    # TensorRT engines are built with TF32 cleared: their fp32 is compared with the plain fp32 peak
-    precision = peak_precision(device, strict_fp32=name == "tensorrt")
-    rows = [InferenceRow(backend=name, batch=batch) for batch in settings.batches]
-    make_runner, shared = _runner_factory(backend, model, files, settings.threads)
-    setup_error: tuple[str, str] | None = None  # a shared runner that cannot be opened fails every batch
+    rows = {(p, b): InferenceRow(backend=name, batch=b, precision=p) for p in settings.precisions
+            for b in settings.batches}
+    runnable = [p for p in settings.precisions if p == "fp32" or not isinstance(backend, PytorchBackend)]
     with contextlib.ExitStack() as stack:
-        runner: Runner | None = None
-        for row in rows:
-            on_task(f"{name} batch {row.batch}")
-            if reason is not None:
-                row.status, row.reason = "unavailable", reason
-                continue
-            if setup_error is not None:
-                row.status, row.reason = setup_error
-                continue
-            try:
-                t0 = time.perf_counter()
-                if runner is None or not shared:
-                    try:
-                        runner = stack.enter_context(make_runner(row.batch))
-                    except BackendUnavailable as exc:
-                        if shared:
-                            setup_error = ("unavailable", one_line(exc, with_type=False))
-                        raise
-                    except Exception as exc:
-                        if shared:
-                            setup_error = ("failed", one_line(exc))
-                        raise
-                feeds = {INPUT_NAME: np.random.default_rng(row.batch).standard_normal(
-                    (row.batch, *files.input_size), dtype=np.float32)}
-                call = runner.timed_call(feeds)
-                call()  # first call: compile / session warm-up, counted as setup
-                synchronize(device)
-                row.setup_s = time.perf_counter() - t0
-                timing = measure(call, lambda: synchronize(device), warmup=settings.warmup,
-                                 min_reps=settings.min_reps, max_reps=settings.max_reps, budget_s=settings.budget_s)
-                fill_row(row, timing, figures, peak, precision, training=False)
-            except BackendUnavailable as exc:
-                row.status, row.reason = "unavailable", one_line(exc, with_type=False)
-            except Exception as exc:  # a broken backend is a row, not the end of the run
-                row.status, row.reason = "failed", one_line(exc)
-    return rows
+        openers = {p: _Opener(stack, *_runner_factory(backend, model, files, p, settings.threads)) for p in runnable}
+        for batch in settings.batches:
+            calls: dict[Precision, Callable[[], object]] = {}
+            for precision in settings.precisions:
+                row = rows[(precision, batch)]
+                on_task(f"{name} {precision} batch {batch}")
+                if reason is not None:
+                    row.status, row.reason = "unavailable", reason
+                elif precision not in openers:
+                    row.status, row.reason = "skipped", "PyTorch backends run the fp32 model (--train times autocast)"
+                else:
+                    call = _set_up(row, openers[precision], files, device)
+                    if call is not None:
+                        calls[precision] = call
+            for precision, timing in _time(calls, settings, device).items():
+                row = rows[(precision, batch)]
+                # TensorRT engines are built with TF32 cleared: their fp32 is compared with the plain fp32 peak
+                fill_row(row, timing, figures, peak,
+                         precision if precision != "fp32" else peak_precision(device, strict_fp32=name == "tensorrt"),
+                         training=False)
+            base = rows.get(("fp32", batch))
+            for precision in calls:
+                row = rows[(precision, batch)]
+                if base is not None and base.p50_ms and row.p50_ms:
+                    row.vs_fp32 = base.p50_ms / row.p50_ms
+    return list(rows.values())
+
+
+def _set_up(row: InferenceRow, opener: _Opener, files: ArtifactFiles, device: torch.device
+            ) -> Callable[[], object] | None:
+    """Open the runner and make the first call (the row's setup); None, with the row saying why, if it fails."""
+    try:
+        t0 = time.perf_counter()
+        runner = opener.open(row.batch)
+        feeds = {INPUT_NAME: np.random.default_rng(row.batch).standard_normal((row.batch, *files.input_size),
+                                                                              dtype=np.float32)}
+        call = runner.timed_call(feeds)
+        call()  # first call: compile / session warm-up, counted as setup
+        synchronize(device)
+        row.setup_s = time.perf_counter() - t0
+        return call
+    except _Refused as refused:
+        row.status, row.reason = refused.status, refused.reason
+    except BackendUnavailable as exc:
+        row.status, row.reason = "unavailable", one_line(exc, with_type=False)
+    except Exception as exc:  # a broken backend is a row, not the end of the run
+        row.status, row.reason = "failed", one_line(exc)
+    return None
+
+
+def _time(calls: dict[Precision, Callable[[], object]], settings: BenchSettings,
+          device: torch.device) -> dict[Precision, Timing]:
+    """One call: the adaptive loop. Several: round-robin, as many rounds as the budget allows."""
+    def sync() -> None:
+        synchronize(device)
+
+    if len(calls) == 1:
+        (precision, call), = calls.items()
+        return {precision: measure(call, sync, warmup=settings.warmup, min_reps=settings.min_reps,
+                                   max_reps=settings.max_reps, budget_s=settings.budget_s)}
+    if not calls:
+        return {}
+    t0 = time.perf_counter()
+    for call in calls.values():
+        call()
+    sync()
+    one_round = max(time.perf_counter() - t0, 1e-9)
+    rounds = min(settings.max_reps, max(settings.min_reps, math.ceil(settings.budget_s / one_round)))
+    return measure_interleaved(calls, sync, warmup=settings.warmup, reps=rounds)

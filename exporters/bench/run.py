@@ -33,7 +33,7 @@ from xception_build.training import resolve_device
 def count_tasks(settings: BenchSettings) -> int:
     """How many progress steps :func:`run_bench` reports (for a progress bar's total)."""
     train = 2 * len(TRAIN_CONFIG_NAMES) if settings.train else 0
-    return len(settings.backends) * len(settings.batches) + train
+    return len(settings.backends) * len(settings.precisions) * len(settings.batches) + train
 
 
 def run_bench(make_model: Callable[[], nn.Module], input_size: tuple[int, int, int], num_classes: int,

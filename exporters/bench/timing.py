@@ -13,15 +13,16 @@ import os
 import platform
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TypeVar
 
 import torch
 
 from exporters.backends import BACKENDS, backends_for
 from exporters.bench.analysis import AnalyticFigures, fraction_of_peak
 from exporters.bench.peaks import DevicePeak, cpu_name
-from exporters.contract import BackendName, Device
+from exporters.contract import PRECISIONS, BackendName, Device, Precision
 from xception_build.errors import UserError, XBuildError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -37,6 +38,7 @@ class BenchSettings:
     device: Device = "cpu"
     batches: tuple[int, ...] = (1, 8)
     backends: tuple[BackendName, ...] = ()
+    precisions: tuple[Precision, ...] = ("fp32",)  # of the artifacts the ONNX Runtime and TensorRT rows run
     warmup: int = 2
     min_reps: int = 5
     max_reps: int = 1000
@@ -52,6 +54,9 @@ class BenchSettings:
             raise UserError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
         if not self.backends:
             object.__setattr__(self, "backends", backends_for(self.device))
+        unknown_precisions = [p for p in self.precisions if p not in PRECISIONS]
+        if unknown_precisions or not self.precisions:
+            raise UserError(f"--precision {','.join(self.precisions)}: choose from {', '.join(PRECISIONS)}")
         if not self.batches or any(b < 1 for b in self.batches):
             raise UserError(f"batch sizes must be positive integers, got {list(self.batches)}")
         if self.min_reps < 1 or self.warmup < 0 or self.budget_s < 0:
@@ -116,15 +121,18 @@ def measure(fn: Callable[[], object], sync: Callable[[], None], *, warmup: int, 
     return Timing(tuple(samples))
 
 
-def measure_interleaved(calls: dict[str, Callable[[], object]], sync: Callable[[], None], *, warmup: int,
-                        reps: int) -> dict[str, Timing]:
+K = TypeVar("K")
+
+
+def measure_interleaved(calls: Mapping[K, Callable[[], object]], sync: Callable[[], None], *, warmup: int,
+                        reps: int) -> dict[K, Timing]:
     """Time several calls round-robin, so that load from other processes on a shared machine falls
     on every contender alike (for ratios taken side by side in one run)."""
     for fn in calls.values():
         for _ in range(warmup):
             fn()
     sync()
-    samples: dict[str, list[float]] = {name: [] for name in calls}
+    samples: dict[K, list[float]] = {name: [] for name in calls}
     for _ in range(reps):
         for name, fn in calls.items():
             t0 = time.perf_counter()
@@ -159,8 +167,9 @@ class Row:
 @dataclass(kw_only=True)
 class InferenceRow(Row):
     backend: BackendName
-    precision: str = "fp32"  # the artifact's (or model's) precision
+    precision: Precision = "fp32"  # the artifact's (or model's) precision
     fraction_bandwidth: float | None = None
+    vs_fp32: float | None = None  # the fp32 row's p50 / this row's, same backend and batch, timed round-robin
 
 
 @dataclass(kw_only=True)

@@ -71,7 +71,10 @@ def quantize_int8(fp32: onnx.ModelProto, calibration: np.ndarray, *, exclude: Se
             str(source), str(target), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
             activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=nodes,
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibStridedMinMax": 1})
+            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "CalibStridedMinMax": 1,
+                           # one Q/DQ pair per consumer: a tensor read by a block's main path and its
+                           # shortcut otherwise keeps both convolutions in float in ONNX Runtime
+                           "DedicatedQDQPair": True})
         quantized = onnx.load(str(target))
     set_metadata(quantized, {**metadata_of(fp32), META_PRECISION: "int8"})
     quantized.producer_name, quantized.producer_version = fp32.producer_name, fp32.producer_version

@@ -47,11 +47,17 @@ def session_options(threads: int = 0) -> ort.SessionOptions:
 
     ``threads=0`` lets ORT use one thread per physical core, which measured fastest for Xception
     (see docs/EXPORT_PERFORMANCE.md).
+
+    Common-subexpression elimination is off: in an int8 QDQ graph it merges the dedicated Q/DQ
+    pairs of a tensor that two convolutions read (a block's main path and its shortcut) back into
+    one, and ONNX Runtime then runs both convolutions in float. Measured on xception at batch 8:
+    int8 1.74x -> 2.08x faster than fp32 with two threads, 2.08x -> 2.51x with one; fp32 unchanged.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.add_session_config_entry("optimization.disable_specified_optimizers", "CommonSubexpressionElimination")
     options.intra_op_num_threads = threads
     options.log_severity_level = 3
     return options

@@ -208,6 +208,11 @@ def run_checks(reference: TorchRunner, targets: Sequence[Target], *, batches: Se
                             and c.backend == backend.name}
                     result.skipped += [Skipped(target.name, backend.name, b, exc.message)
                                        for b in planned if b not in done]
+            if target.precision == "fp16" and \
+                    {c.backend for c in result.comparisons if c.artifact == target.name} == {"onnxruntime-cpu"}:
+                result.notes.append(f"{target.name} was run by ONNX Runtime's CPU provider only: that verifies the "
+                                    "fp16 graph, not GPU fp16 numerics (verify it where onnxruntime-cuda or "
+                                    "tensorrt runs)")
     return result
 
 

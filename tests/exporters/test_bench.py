@@ -46,7 +46,8 @@ def test_rows_for_every_backend_and_batch_with_unavailable_ones_kept() -> None:
     report = run_bench(tiny, (3, 8, 8), 4, settings, on_task=tasks.append)
     assert [(r.backend, r.batch) for r in report.inference] == [("pytorch-cpu", 1), ("pytorch-cpu", 3),
                                                                  ("tensorrt", 1), ("tensorrt", 3)]
-    assert tasks == ["pytorch-cpu batch 1", "pytorch-cpu batch 3", "tensorrt batch 1", "tensorrt batch 3"]
+    assert tasks == ["pytorch-cpu fp32 batch 1", "pytorch-cpu fp32 batch 3", "tensorrt fp32 batch 1",
+                     "tensorrt fp32 batch 3"]
     for row in report.inference[:2]:
         assert row.status == "ok" and row.reps >= 2 and row.min_ms <= row.p50_ms <= row.p90_ms
         assert row.images_per_s == pytest.approx(1e3 * row.batch / row.p50_ms)
@@ -91,13 +92,14 @@ def test_tensorrt_rows_run_one_static_engine_per_batch(monkeypatch: pytest.Monke
         return {}
 
     monkeypatch.setattr(engine, "build_engine", fake_build)
+    monkeypatch.setattr(engine, "major_version", lambda: 10)
     files = ArtifactFiles(tiny(), (3, 8, 8), (1, 4))
     try:
         files.plan(4)
         files.plan(1)
     finally:
         files.close()
-    assert built == [("model.b4.plan", "4:4:4", "fp32"), ("model.b1.plan", "1:1:1", "fp32")]
+    assert built == [("model.fp32.b4.plan", "4:4:4", "fp32"), ("model.fp32.b1.plan", "1:1:1", "fp32")]
 
 
 EXPORT_ATTEMPTS: list[str] = []  # module level: the exporter traces a copy of the model
@@ -263,3 +265,21 @@ def test_an_emulated_precision_is_compared_with_the_fp32_peak() -> None:
     row = TrainRow(config="bf16", model="m", batch=2)
     fill_row(row, Timing((0.5,)), figures, peak, "bf16", training=True)
     assert row.fraction_flops == pytest.approx(3 * 2 * figures.macs * 4 / 1e12)
+
+
+def test_int8_and_fp32_artifacts_are_timed_side_by_side() -> None:
+    pytest.importorskip("onnxruntime")
+    settings = BenchSettings(batches=(2,), backends=("onnxruntime-cpu", "pytorch-cpu"), precisions=("fp32", "int8"),
+                             **FAST)
+    report = run_bench(tiny, (3, 8, 8), 4, settings)
+    rows = {(r.backend, r.precision): r for r in report.inference}
+    fp32, int8 = rows[("onnxruntime-cpu", "fp32")], rows[("onnxruntime-cpu", "int8")]
+    assert fp32.status == int8.status == "ok", (fp32.reason, int8.reason)
+    assert fp32.reps == int8.reps  # round-robin: the same number of rounds for both
+    assert int8.vs_fp32 == pytest.approx(fp32.p50_ms / int8.p50_ms) and fp32.vs_fp32 == pytest.approx(1.0)
+    assert rows[("pytorch-cpu", "int8")].status == "skipped"
+
+
+def test_cli_precision_list_is_checked_before_any_work(run: Callable[..., Result]) -> None:
+    result = run("bench", CIFAR, "--device", "cpu", "--precision", "fp32,bf16")
+    assert result.exit_code == 2 and "--precision fp32,bf16: choose from fp32, fp16, int8" in result.output

@@ -15,6 +15,7 @@ from onnx import TensorProto, helper
 
 from exporters.contract import BatchProfile
 from exporters.onnx.export import export_onnx, serialize, to_fp16, unfolded_batchnorms
+from exporters.onnx.runtime import onnxruntime_unavailable
 from xception_build import build_model, load_spec
 from xception_build.errors import UserError
 from xception_build.spec import spec_hash
@@ -138,6 +139,11 @@ def test_fp16_copy_keeps_fp32_interface_and_verifies(tmp_path: Path, run: Callab
     rows = json.loads((tmp_path / "manifest.json").read_text())["verification"]["results"]
     assert {r["artifact"] for r in rows if r["precision"] == "fp16"} == {"model.fp16.onnx"}
     assert all(r["passed"] for r in rows)
+    fp16 = next(r for r in rows if r["precision"] == "fp16")
+    assert fp16["tolerance"]["max_error"] == 2e-2 and fp16["tolerance"]["min_top5"] == 1.0  # fp16's own rule
+    if onnxruntime_unavailable("cuda") is not None:  # the CPU provider checks the graph, not GPU numerics
+        assert "model.fp16.onnx was run by ONNX Runtime's CPU provider only: that verifies the fp16 graph, " \
+               "not GPU fp16 numerics" in result.output
 
 
 def test_fp16_conversion_is_deterministic_and_close_to_fp32(cifar_export: Path, tmp_path: Path) -> None:
