@@ -20,7 +20,7 @@ from exporters.calibration import (
     DEFAULT_EVALUATION_IMAGES,
     DataSource,
 )
-from exporters.contract import BackendName, BatchProfile, BatchSelection, Precision
+from exporters.contract import BackendName, BatchProfile, BatchSelection, Int8Activations, Precision
 from exporters.options import backend_option, batch_option, tolerance_option
 from xception_build.cli import EXIT_CODES_HELP, json_option, set_option
 from xception_build.errors import UserError
@@ -57,6 +57,10 @@ Examples:
               help="int8: calibration images.")
 @click.option("--eval-size", type=click.IntRange(min=1), default=DEFAULT_EVALUATION_IMAGES, show_default=True,
               help="int8: held-out images the int8 artifact is judged on.")
+@click.option("--int8-activations", type=click.Choice(["symmetric", "asymmetric"]), default="symmetric",
+              show_default=True,
+              help="int8: symmetric int8 (what TensorRT reads: the same file serves --trt) or asymmetric uint8 "
+                   "(ONNX Runtime only, faster on CPUs; see docs/EXPORT.md).")
 @click.option("--calib-exclude", multiple=True, metavar="BLOCK",
               help="int8: keep this block in float (a module name such as middle.blocks.3, or a spec path such "
                    "as middle.blocks[0] for all its repeats; repeatable).")
@@ -70,7 +74,8 @@ Examples:
 @json_option
 def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], want_onnx: bool,
                    want_trt: bool, precision: Precision, calib: str | None, calib_size: int, eval_size: int,
-                   calib_exclude: tuple[str, ...], batch: BatchSelection | None, static_batch: bool,
+                   int8_activations: Int8Activations, calib_exclude: tuple[str, ...],
+                   batch: BatchSelection | None, static_batch: bool,
                    opset: int, out: Path, workspace_gib: float, tolerances: dict[str, float],
                    as_json: bool) -> None:
     """Export SPEC to ONNX and/or TensorRT, verify it against PyTorch, write a manifest.
@@ -95,6 +100,7 @@ def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], w
                             formats=frozenset(formats), precision=precision, profile=profile,
                             static_batch=static_batch, opset=opset, tolerance=tuple(tolerances.items()),
                             workspace_bytes=int(workspace_gib * (1 << 30)), calib_exclude=tuple(calib_exclude),
+                            int8_activations=int8_activations,
                             calib=None if calib is None else DataSource(calib, calib_size, eval_size))
     check_request(request)  # TensorRT present, --out usable: before "exporting" is said
     click.echo(f"exporting {spec} to {out}/ (batch profile {profile}) ...", err=True)

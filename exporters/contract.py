@@ -35,6 +35,9 @@ def model_kind(kind: ArtifactKind) -> ModelArtifactKind | None:
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
+#: int8 activations: symmetric int8 (TensorRT reads it) or asymmetric uint8 (ONNX Runtime only)
+Int8Activations = Literal["symmetric", "asymmetric"]
+
 Device = Literal["cpu", "cuda"]
 DEVICES: tuple[Device, ...] = get_args(Device)
 
@@ -48,6 +51,7 @@ META_SPEC_NAME = "xbuild.spec_name"
 META_SPEC_HASH = "xbuild.spec_hash"
 META_PRECISION = "xbuild.precision"
 META_BATCH_PROFILE = "xbuild.batch_profile"
+META_INT8_ACTIVATIONS = "xbuild.int8_activations"
 META_BLOCKS = "xbuild.blocks"  # JSON: each spec block's output tensor and nodes (exporters.onnx.blocks)
 
 

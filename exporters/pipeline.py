@@ -30,6 +30,7 @@ from exporters.contract import (
     META_SPEC_NAME,
     OUTPUT_NAME,
     BatchProfile,
+    Int8Activations,
     Precision,
     model_kind,
 )
@@ -49,7 +50,11 @@ from exporters.manifest import (
     write_manifest,
 )
 from exporters.onnx.export import DEFAULT_OPSET, check_export_options, export_onnx, serialize, to_fp16
-from exporters.onnx.quantize import channel_warnings, quantize_int8, require_quantization_tooling
+from exporters.onnx.quantize import (
+    channel_warnings,
+    quantize_int8,
+    require_quantization_tooling,
+)
 from exporters.runner import TorchRunner
 from exporters.verify.checks import Target, VerificationResult, run_checks
 from exporters.verify.compare import DEFAULT_TOLERANCES, RULE, Tolerance, tolerance_for
@@ -89,6 +94,7 @@ class ExportRequest:
     workspace_bytes: int = 4 << 30
     calib: DataSource | None = None  # int8: calibration and held-out images
     calib_exclude: tuple[str, ...] = ()  # int8: module names of blocks kept in float
+    int8_activations: Int8Activations = "symmetric"
 
     def __post_init__(self) -> None:
         # Checked here, before the spec is loaded or --out touched: a bad option costs nothing.
@@ -101,8 +107,13 @@ class ExportRequest:
                             "calibrated on and its agreement is checked on",
                             hint="a CIFAR-10 or image folder as examples/train.py reads; --calib synthetic "
                                  "only where no data exists")
-        if self.precision != "int8" and (self.calib is not None or self.calib_exclude):
-            raise UserError("--calib, --calib-size, --eval-size and --calib-exclude go with --precision int8")
+        if self.precision != "int8" and (self.calib is not None or self.calib_exclude
+                                         or self.int8_activations != "symmetric"):
+            raise UserError("--calib, --calib-size, --eval-size, --calib-exclude and --int8-activations go with "
+                            "--precision int8")
+        if self.trt and self.int8_activations == "asymmetric":
+            raise UserError("--int8-activations asymmetric cannot be built by TensorRT, which reads only symmetric "
+                            "int8", hint="drop --trt, or keep the default symmetric activations")
         if self.workspace_bytes <= 0:
             raise UserError(f"--workspace-gib {self.workspace_bytes / (1 << 30):g}: must be a finite number > 0")
 
@@ -188,7 +199,7 @@ def _write_artifacts(request: ExportRequest, stage: Staging, spec: Spec, model: 
             reduced = to_fp16(onnx_proto)
         else:
             assert calibration is not None  # ExportRequest requires --calib for int8
-            reduced = quantize_int8(onnx_proto, calibration, exclude=excluded)
+            reduced = quantize_int8(onnx_proto, calibration, exclude=excluded, activations=request.int8_activations)
         (stage.path / name).write_bytes(serialize(reduced))
         onnx_files.append((name, request.precision))
     del onnx_proto
@@ -285,7 +296,8 @@ def _manifest(request: ExportRequest, spec: Spec, model: XceptionNet, artifacts:
                 "batchnorm_folded": True, "weights_source": str(request.weights) if request.weights else None,
                 "init_seed": request.seed, "tensorrt": builder,
                 "int8": None if calib is None else {"calibration": calib.data, "excluded_blocks":
-                                                     blocks_named(plan, request.calib_exclude)}},
+                                                     blocks_named(plan, request.calib_exclude),
+                                                     "activations": request.int8_activations}},
         artifacts=list(artifacts),
         verification=VerificationInfo(
             reference="pytorch-cpu, eval mode, TF32 off", seed=request.seed,

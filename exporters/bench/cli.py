@@ -15,7 +15,7 @@ import click
 from exporters.backends import backends_for
 from exporters.bench.run import bench_spec, count_tasks
 from exporters.bench.timing import BenchReport, BenchSettings, describe_environment
-from exporters.contract import BackendName, BatchSelection, Device
+from exporters.contract import BackendName, BatchSelection, Device, Int8Activations
 from exporters.options import backend_option, batch_option
 from xception_build.cli import EXIT_CODES_HELP, json_option, set_option
 from xception_build.tables import render_table
@@ -48,6 +48,8 @@ until --min-reps calls and --budget seconds have passed.
 @click.option("--precision", "precision_text", default="fp32", show_default=True, metavar="P[,P...]",
               help="Precisions of the artifacts the onnxruntime and tensorrt rows run: fp32, fp16, int8 "
                    "(comma-separated; several are timed round-robin, with their speed vs fp32).")
+@click.option("--int8-activations", type=click.Choice(["symmetric", "asymmetric"]), default="symmetric",
+              show_default=True, help="The int8 artifacts' activations, as in xbuild export.")
 @click.option("--train", is_flag=True,
               help="Also time training steps (fp32, bf16/fp16, channels_last, compile, all).")
 @click.option("--train-batch", type=click.IntRange(min=1), default=None,
@@ -64,7 +66,8 @@ until --min-reps calls and --budget seconds have passed.
               help="CPU threads for torch and onnxruntime.  [default: their own defaults]")
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], batch: BatchSelection | None,
-                  device: Device | None, backends: tuple[BackendName, ...], precision_text: str, train: bool,
+                  device: Device | None, backends: tuple[BackendName, ...], precision_text: str,
+                  int8_activations: Int8Activations, train: bool,
                   train_batch: int | None,
                   no_reference: bool, as_json: bool, budget: float, min_reps: int, warmup: int,
                   threads: int | None, no_progress: bool) -> None:
@@ -81,6 +84,7 @@ def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], ba
     precisions = tuple(dict.fromkeys(p.strip() for p in precision_text.split(",") if p.strip()))
     settings = BenchSettings(device=device, batches=sizes, backends=backends or backends_for(device),
                              precisions=precisions,  # type: ignore[arg-type]  # checked by BenchSettings
+                             int8_activations=int8_activations,
                              warmup=warmup, min_reps=min_reps, budget_s=budget, train=train,
                              train_batch=train_batch, reference=not no_reference, threads=threads)
     bar = tqdm(total=count_tasks(settings), file=sys.stderr, disable=no_progress, unit="row", leave=False)

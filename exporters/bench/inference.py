@@ -39,7 +39,7 @@ from exporters.bench.timing import (
     measure_interleaved,
     one_line,
 )
-from exporters.contract import INPUT_NAME, BackendName, BatchProfile, Precision
+from exporters.contract import INPUT_NAME, BackendName, BatchProfile, Int8Activations, Precision
 from exporters.runner import Runner
 from xception_build.errors import BackendUnavailable
 from xception_build.training import synchronize
@@ -48,8 +48,9 @@ from xception_build.training import synchronize
 class ArtifactFiles:
     """The files artifact backends run, made on first use and kept for the whole bench run."""
 
-    def __init__(self, model: nn.Module, input_size: tuple[int, int, int], batches: tuple[int, ...]) -> None:
-        self.model, self.input_size = model, input_size
+    def __init__(self, model: nn.Module, input_size: tuple[int, int, int], batches: tuple[int, ...],
+                 int8_activations: Int8Activations = "symmetric") -> None:
+        self.model, self.input_size, self.int8_activations = model, input_size, int8_activations
         self.profile = BatchProfile(min(batches), max(batches), max(2, *batches))
         self._dir = tempfile.TemporaryDirectory(prefix="xbuild-bench-")
         self.folder = Path(self._dir.name)
@@ -67,7 +68,7 @@ class ArtifactFiles:
                 proto = to_fp16(proto)
             elif precision == "int8":
                 images = np.random.default_rng(0).standard_normal((16, *self.input_size), dtype=np.float32)
-                proto = quantize_int8(proto, images)
+                proto = quantize_int8(proto, images, activations=self.int8_activations)
             path = self.folder / f"model.{precision}.onnx"
             path.write_bytes(serialize(proto))
             self._onnx[precision] = path
@@ -77,6 +78,8 @@ class ArtifactFiles:
         """A static TensorRT engine of ``precision`` for ``batch``, built from the ONNX it needs."""
         from exporters.tensorrt.engine import BuildSettings, build_engine, build_recipe, major_version
 
+        if precision == "int8" and self.int8_activations == "asymmetric":
+            raise BackendUnavailable("TensorRT reads only symmetric int8: drop --int8-activations asymmetric")
         path = self.folder / f"model.{precision}.b{batch}.plan"
         settings = BuildSettings(BatchProfile(batch, batch, batch), self.input_size, precision)
         source = self.onnx(build_recipe(major_version(), precision).onnx_precision)
@@ -103,7 +106,7 @@ def bench_inference(model: nn.Module, input_size: tuple[int, int, int], settings
                     figures: AnalyticFigures, on_task: Progress) -> list[InferenceRow]:
     """One row per (backend, precision, batch); a backend this machine lacks is a row saying why."""
     rows: list[InferenceRow] = []
-    files = ArtifactFiles(model, input_size, settings.batches)
+    files = ArtifactFiles(model, input_size, settings.batches, settings.int8_activations)
     try:
         for name in settings.backends:
             rows += _bench_backend(name, model, files, settings, figures, on_task)

@@ -22,7 +22,7 @@ import torch
 from exporters.backends import BACKENDS, backends_for
 from exporters.bench.analysis import AnalyticFigures, fraction_of_peak
 from exporters.bench.peaks import DevicePeak, cpu_name
-from exporters.contract import PRECISIONS, BackendName, Device, Precision
+from exporters.contract import PRECISIONS, BackendName, Device, Int8Activations, Precision
 from xception_build.errors import UserError, XBuildError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -39,6 +39,7 @@ class BenchSettings:
     batches: tuple[int, ...] = (1, 8)
     backends: tuple[BackendName, ...] = ()
     precisions: tuple[Precision, ...] = ("fp32",)  # of the artifacts the ONNX Runtime and TensorRT rows run
+    int8_activations: Int8Activations = "symmetric"
     warmup: int = 2
     min_reps: int = 5
     max_reps: int = 1000

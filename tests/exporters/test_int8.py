@@ -172,3 +172,22 @@ def test_channel_counts_int8_kernels_handle_badly_are_reported() -> None:
     assert any(w.startswith("entry.blocks[2]: 728") for w in warnings)
     assert any(w.startswith("middle.blocks[0]: 728 channels, not a multiple of 32") for w in warnings)
     assert channel_warnings(plan_spec(load_spec(CIFAR))) == []
+
+
+def test_asymmetric_activations_for_onnx_runtime_only(trained: tuple[Path, Path], tmp_path: Path, run: Run) -> None:
+    data, weights = trained
+    with_trt = run("export", CIFAR, "--precision", "int8", "--calib", data, "--int8-activations", "asymmetric",
+                   "--trt", "--out", tmp_path / "trt")
+    assert with_trt.exit_code == 2 and "cannot be built by TensorRT, which reads only symmetric int8" in with_trt.output
+    fp32 = run("export", CIFAR, "--int8-activations", "asymmetric", "--out", tmp_path / "fp32")
+    assert fp32.exit_code == 2 and "go with --precision int8" in fp32.output
+    out = tmp_path / "asym"
+    result = run("export", CIFAR, "--weights", weights, "--precision", "int8", "--calib", data, "--calib-size", "64",
+                 "--eval-size", "200", "--int8-activations", "asymmetric", "--batch", "1:8:16", "--out", out)
+    assert result.exit_code == 0, result.output
+    proto = onnx.load(out / "model.int8.onnx")
+    activation_zero_points = [t for t in proto.graph.initializer if t.name.endswith("zero_point")
+                              and t.data_type == onnx.TensorProto.UINT8]
+    assert activation_zero_points  # uint8 activations with zero points: ONNX Runtime's fast CPU path
+    assert {p.key: p.value for p in proto.metadata_props}["xbuild.int8_activations"] == "asymmetric"
+    assert run("verify", out).exit_code == 0
