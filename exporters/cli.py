@@ -70,13 +70,16 @@ Examples:
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
               help="Output folder; its previous export is replaced only once the new one is complete.")
 @click.option("--workspace-gib", type=float, default=4.0, show_default=True, help="TensorRT workspace limit.")
+@click.option("--explain", is_flag=True,
+              help="Compare every ONNX artifact with PyTorch block by block and name the first block that "
+                   "leaves the tolerance (done for failed artifacts without asking).")
 @tolerance_option
 @json_option
 def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], want_onnx: bool,
                    want_trt: bool, precision: Precision, calib: str | None, calib_size: int, eval_size: int,
                    int8_activations: Int8Activations, calib_exclude: tuple[str, ...],
                    batch: BatchSelection | None, static_batch: bool,
-                   opset: int, out: Path, workspace_gib: float, tolerances: dict[str, float],
+                   opset: int, out: Path, workspace_gib: float, explain: bool, tolerances: dict[str, float],
                    as_json: bool) -> None:
     """Export SPEC to ONNX and/or TensorRT, verify it against PyTorch, write a manifest.
 
@@ -100,7 +103,7 @@ def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], w
                             formats=frozenset(formats), precision=precision, profile=profile,
                             static_batch=static_batch, opset=opset, tolerance=tuple(tolerances.items()),
                             workspace_bytes=int(workspace_gib * (1 << 30)), calib_exclude=tuple(calib_exclude),
-                            int8_activations=int8_activations,
+                            int8_activations=int8_activations, explain=explain,
                             calib=None if calib is None else DataSource(calib, calib_size, eval_size))
     check_request(request)  # TensorRT present, --out usable: before "exporting" is said
     click.echo(f"exporting {spec} to {out}/ (batch profile {profile}) ...", err=True)
@@ -133,6 +136,9 @@ Examples:
 @set_option
 @batch_option("Batch sizes for --onnx (default: the file's own profile).")
 @backend_option("Run only these backends (default: every one this machine has).")
+@click.option("--explain", is_flag=True,
+              help="Compare every ONNX artifact with PyTorch block by block and name the first block that "
+                   "leaves the tolerance (done for failed artifacts without asking).")
 @click.option("--data", metavar="DATA",
               help="int8 artifacts: read their held-out images from this folder (default: where the manifest "
                    "says; required with an int8 --onnx file).")
@@ -140,8 +146,8 @@ Examples:
 @json_option
 def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path | None, spec: Path | None,
                    weights: Path | None, overrides: Sequence[str], batch: BatchSelection | None,
-                   backends: tuple[BackendName, ...], data: str | None, tolerances: dict[str, float],
-                   as_json: bool) -> None:
+                   backends: tuple[BackendName, ...], explain: bool, data: str | None,
+                   tolerances: dict[str, float], as_json: bool) -> None:
     """Re-check an export folder (DIRECTORY) or a user-brought --onnx file.
 
     For a folder: re-hash every artifact in its manifest.json (an edited, swapped or missing file
@@ -162,13 +168,14 @@ def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path |
             raise UserError("--onnx needs --spec SPEC (and usually --weights FILE) to compare against")
         result = verify_onnx_file(onnx_file, spec, weights, overrides=overrides,
                                   batches=batch.sizes if batch is not None else None, tolerance=tolerances,
-                                  backends=backends or None, data=DataSource(data) if data is not None else None)
+                                  backends=backends or None, data=DataSource(data) if data is not None else None,
+                                  explain=explain)
     else:
         if spec or weights or overrides or batch or tolerances:
             raise UserError("--spec, --weights, --set, --batch and --tolerance go with --onnx; "
                             "a folder is verified with the settings in its manifest")
         assert directory is not None
-        result = verify_directory(directory, backends=backends or None, data=data)
+        result = verify_directory(directory, backends=backends or None, data=data, explain=explain)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

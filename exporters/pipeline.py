@@ -58,6 +58,7 @@ from exporters.onnx.quantize import (
 from exporters.runner import TorchRunner
 from exporters.verify.checks import Target, VerificationResult, run_checks
 from exporters.verify.compare import DEFAULT_TOLERANCES, RULE, Tolerance, tolerance_for
+from exporters.verify.diagnosis import explain_targets
 from exporters.verify.reference import reference_model
 from xception_build.errors import UserError
 from xception_build.files import Staging, check_output_folder, staged_output
@@ -95,6 +96,7 @@ class ExportRequest:
     calib: DataSource | None = None  # int8: calibration and held-out images
     calib_exclude: tuple[str, ...] = ()  # int8: module names of blocks kept in float
     int8_activations: Int8Activations = "symmetric"
+    explain: bool = False  # block-by-block diagnosis of every artifact, not only of those that fail
 
     def __post_init__(self) -> None:
         # Checked here, before the spec is loaded or --out touched: a bad option costs nothing.
@@ -170,6 +172,9 @@ def run_export(request: ExportRequest) -> ExportResult:
         result = run_checks(TorchRunner(model, input_size), targets, seed=request.seed,
                             batches=request.profile.check_batches(), tolerances=tolerances,
                             held_out=images[1] if images else None)
+        explain_targets(result, targets, model, batches=request.profile.check_batches(), seed=request.seed,
+                        tolerances=tolerances, held_out=images[1] if images else None, spec=spec,
+                        always=request.explain)
         if request.precision == "int8":
             result.notes += channel_warnings(model.plan)
             if request.calib is not None and request.calib.synthetic:

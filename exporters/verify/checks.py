@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,7 +23,11 @@ from exporters.contract import INPUT_NAME, OUTPUT_NAME, BackendName, ModelArtifa
 from exporters.runner import Runner, TorchRunner
 from exporters.verify.compare import Comparison, Tolerance, compare, format_table
 from exporters.verify.integrity import ArtifactCheck
+from exporters.verify.seeded import seeded_input
 from xception_build.errors import BackendUnavailable, VerificationFailed
+
+if TYPE_CHECKING:
+    from exporters.verify.explain import Explanation
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,7 @@ class VerificationResult:
     unlisted: list[str] = field(default_factory=list)  # files that look like artifacts, not in the manifest
     notes: list[str] = field(default_factory=list)  # extra findings, e.g. which weights differ
     no_reference: str | None = None  # why the PyTorch reference could not be rebuilt, if it could not
+    explanations: list[Explanation] = field(default_factory=list)  # block by block (--explain, or a failure)
 
     @property
     def failed(self) -> bool:
@@ -113,6 +119,10 @@ class VerificationResult:
         lines += [f"unlisted   {name}: looks like an artifact but the manifest does not list it; not checked"
                   for name in self.unlisted]
         lines += [f"note       {note}" for note in self.notes]
+        for explanation in self.explanations:
+            lines += ["", f"explain    {explanation.artifact} ({explanation.precision}, batch {explanation.batch}):"]
+            lines += [f"  {finding}" for finding in explanation.findings()]
+            lines += ["", explanation.table()]
         broken = {c.path for c in self.artifact_checks if not c.passed}
         lines += [f"unchecked  {name}: " + ("its integrity check failed, so no numeric check ran" if name in broken
                                            else f"no numeric check ran: {self.no_reference}" if self.no_reference
@@ -127,7 +137,8 @@ class VerificationResult:
                 "selected": list(self.selected), "unchecked": self.unchecked,
                 "comparisons": [c.to_dict() for c in self.comparisons],
                 "not_run": [vars(s) for s in self.skipped], "left_out": [vars(o) for o in self.left_out],
-                "unlisted": list(self.unlisted), "notes": list(self.notes), "no_reference": self.no_reference}
+                "unlisted": list(self.unlisted), "notes": list(self.notes), "no_reference": self.no_reference,
+                "explanations": [e.to_dict() for e in self.explanations]}
 
     def raise_for_verdict(self) -> None:
         """Exit 1 when a check failed, 3 when a selected artifact was not checked here; return when passed."""
@@ -158,11 +169,6 @@ class NotVerified(BackendUnavailable):
                          + (f" ({'; '.join(reasons)})" if reasons else ""),
                          hint="run it where its backend (and its data) is, or leave it out explicitly with "
                               "--backend, e.g. --backend onnxruntime-cpu")
-
-
-def seeded_input(seed: int, batch: int, input_size: Sequence[int]) -> np.ndarray:
-    """Standard-normal float32 input, a function of (seed, batch) only: re-verification sees the same."""
-    return np.random.default_rng([seed, batch]).standard_normal((batch, *input_size), dtype=np.float32)
 
 
 #: images per call when an artifact is judged on held-out images (clamped to the artifact's batch profile)

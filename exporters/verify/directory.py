@@ -16,6 +16,7 @@ from exporters.contract import BackendName, model_kind
 from exporters.manifest import MANIFEST_NAME, DataInfo, Manifest, read_manifest
 from exporters.runner import TorchRunner
 from exporters.verify.checks import LeftOut, Target, VerificationResult, run_checks
+from exporters.verify.diagnosis import explain_targets
 from exporters.verify.integrity import ArtifactCheck, check_folder, unlisted_files
 from exporters.verify.reference import reference_model
 from xception_build.errors import UserError
@@ -23,7 +24,7 @@ from xception_build.spec import Spec, load_spec, spec_hash
 
 
 def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] | None = None,
-                     data: str | None = None) -> VerificationResult:
+                     data: str | None = None, explain: bool = False) -> VerificationResult:
     """Re-check an export: the manifest's rules and every hash, then the numbers of every selected
     artifact on every backend this machine has. Read the verdict with ``raise_for_verdict``.
 
@@ -65,9 +66,11 @@ def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] |
     held_out, why = None, ""
     if any(t.precision == "int8" for t in intact_targets):
         held_out, why = _held_out(settings.data, data, spec, result)
-    return run_checks(TorchRunner(model, input_size), intact_targets, batches=settings.batches, seed=settings.seed,
-                      tolerances=settings.tolerances, result=result, backends=backends, held_out=held_out,
-                      no_held_out=why)
+    run_checks(TorchRunner(model, input_size), intact_targets, batches=settings.batches, seed=settings.seed,
+               tolerances=settings.tolerances, result=result, backends=backends, held_out=held_out, no_held_out=why)
+    explain_targets(result, intact_targets, model, batches=settings.batches, seed=settings.seed,
+                    tolerances=settings.tolerances, held_out=held_out, spec=spec, always=explain)
+    return result
 
 
 def _held_out(recorded: DataInfo | None, override: str | None, spec: Spec,

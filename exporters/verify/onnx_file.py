@@ -15,6 +15,7 @@ from exporters.onnx.export import export_onnx, load_onnx, metadata_of, onnx_prec
 from exporters.runner import TorchRunner
 from exporters.verify.checks import Target, VerificationResult, run_checks
 from exporters.verify.compare import tolerance_for
+from exporters.verify.diagnosis import explain_targets
 from exporters.verify.reference import reference_model
 from xception_build.errors import UserError
 from xception_build.model import XceptionNet
@@ -25,7 +26,7 @@ def verify_onnx_file(onnx_path: str | Path, spec_path: str | Path, weights: str 
                      overrides: Sequence[str] = (), batches: Sequence[int] | None = None,
                      tolerance: Mapping[str, float] | None = None, seed: int = 0,
                      backends: Sequence[BackendName] | None = None,
-                     data: DataSource | None = None) -> VerificationResult:
+                     data: DataSource | None = None, explain: bool = False) -> VerificationResult:
     """Check an ``.onnx`` from anywhere against a spec and weights; on failure, name weights that differ.
 
     An int8 file is judged on the held-out images of ``data`` (``--data``); without them it is not
@@ -49,12 +50,15 @@ def verify_onnx_file(onnx_path: str | Path, spec_path: str | Path, weights: str 
         batches = profile.check_batches() if profile is not None else (1, 2)
     precision = onnx_precision(proto)
     held_out = load_images(data, spec)[1] if precision == "int8" and data is not None else None
-    result = run_checks(TorchRunner(model, input_size), [Target(onnx_path, "onnx", precision)],
-                        batches=batches, seed=seed, backends=backends,
-                        tolerances={precision: tolerance_for(precision, tolerance)}, held_out=held_out,
+    tolerances = {precision: tolerance_for(precision, tolerance)}
+    targets = [Target(onnx_path, "onnx", precision)]
+    result = run_checks(TorchRunner(model, input_size), targets, batches=batches, seed=seed, backends=backends,
+                        tolerances=tolerances, held_out=held_out,
                         no_held_out="an int8 file is judged on held-out images: give --data DATA")
     if result.failed:
         result.notes += _other_spec(metadata, spec, spec_path) + differing_weights(proto, model, input_size)
+    explain_targets(result, targets, model, batches=batches, seed=seed, tolerances=tolerances, held_out=held_out,
+                    spec=spec, always=explain)
     return result
 
 

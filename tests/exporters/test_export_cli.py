@@ -163,7 +163,7 @@ def test_bad_workspace_size_is_a_clean_user_error(tmp_path: Path, run: Callable[
     (["--tolerance", "max_error=-1"], "--tolerance 'max_error=-1': must be a finite number >= 0"),
     (["--tolerance", "atol=1e-4"], "expected NAME=VALUE with NAME one of max_error, min_cosine"),
     (["--precision", "int8"], "--precision int8 needs --calib DATA"),
-    (["--calib", "synthetic"], "--calib, --calib-size, --eval-size and --calib-exclude go with --precision int8"),
+    (["--calib", "synthetic"], "--calib-exclude and --int8-activations go with --precision int8"),
     (["--workspace-gib", "0"], "--workspace-gib 0.0: must be a finite number > 0"),
 ])
 def test_bad_options_fail_before_any_work_and_create_no_folder(tmp_path: Path, run: Callable[..., Result],

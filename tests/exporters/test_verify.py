@@ -221,3 +221,57 @@ def test_random_batchnorm_statistics_with_huge_logits_pass(tmp_path: Path) -> No
     result = _export_and_check(model, tmp_path, "huge")
     assert result.passed, result.report()
     assert max(c.outputs[0].max_abs for c in result.comparisons) > 1e-4  # an absolute atol would have failed it
+
+
+def _drift_block(source: Path, target: Path, module: str) -> None:
+    """One weight tensor of one block off by 1 %, found through the export's block map."""
+    from exporters.onnx.blocks import read_blocks
+
+    proto = onnx.load(source)
+    block = next(b for b in read_blocks(proto) if b.module == module)
+    inputs = {i for n in proto.graph.node if n.name in block.nodes for i in n.input}
+    tensor = max((t for t in proto.graph.initializer if t.name in inputs and len(t.dims) == 4),
+                 key=lambda t: int(np.prod(t.dims)))
+    tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * np.float32(1.01), tensor.name))
+    onnx.save(proto, target)
+
+
+def test_a_drifted_block_is_named_by_verify_without_asking(export_copy: Path, run: Callable[..., Result]) -> None:
+    """The numbers fail; the report says where: module, spec path, repeat and the spec line."""
+    from exporters.manifest import describe, read_manifest, write_manifest
+
+    _drift_block(export_copy / "model.onnx", export_copy / "model.onnx", "middle.blocks.1")
+    manifest = read_manifest(export_copy)  # as if the exporter itself had written the drifted file
+    artifacts = [describe(export_copy, a.path, a.kind, a.precision) if a.path == "model.onnx" else a
+                 for a in manifest.artifacts]
+    write_manifest(export_copy, manifest.model_copy(update={"artifacts": artifacts}))
+    result = run("verify", export_copy)
+    assert result.exit_code == 1, result.output
+    from xception_build import load_spec
+
+    resolved = load_spec(export_copy / "spec.resolved.yaml")  # what verify rebuilds the reference from
+    where = resolved.source.location_of(("middle", "blocks", 0)) if resolved.source else None
+    assert where is not None
+    assert f"first divergence: middle.blocks.1 = middle.blocks[0] (repeat 2/4), {where.file} line {where.line}" \
+        in result.output
+    rows = {line.split()[0]: line.split()[-1] for line in result.stdout.splitlines()
+            if line.startswith(("middle.blocks.0 ", "middle.blocks.1 "))}
+    assert rows == {"middle.blocks.0": "ok", "middle.blocks.1": "FAIL"}  # the curve: fine up to the drifted block
+
+
+def test_explain_on_request_for_a_user_brought_onnx(cifar_export: Path, cifar_weights: Path, tmp_path: Path,
+                                                    run: Callable[..., Result]) -> None:
+    good = run("verify", "--onnx", cifar_export / "model.onnx", "--spec", CIFAR, "--weights", cifar_weights,
+               "--explain", "--json")
+    assert good.exit_code == 0, good.output
+    explanation = json.loads(good.stdout)["explanations"][0]
+    assert explanation["first_divergence"] is None and len(explanation["blocks"]) == 11  # 10 blocks and the head
+    stripped = tmp_path / "no_map.onnx"
+    proto = onnx.load(cifar_export / "model.onnx")
+    kept = [p for p in proto.metadata_props if p.key != "xbuild.blocks"]
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(kept)
+    onnx.save(proto, stripped)
+    cannot = run("verify", "--onnx", stripped, "--spec", CIFAR, "--weights", cifar_weights, "--explain")
+    assert cannot.exit_code == 0, cannot.output  # the verdict stands; the diagnosis says why it cannot be made
+    assert "no_map.onnx: cannot explain: " in cannot.output and "only ONNX files exported by xbuild" in cannot.output
