@@ -6,7 +6,6 @@ on the files it must read and on one that tries to run code.
 
 from __future__ import annotations
 
-import io
 import pickle
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from xception_build.datasets import ImageFolder, UInt8Images, _CifarUnpickler, load_cifar10, synthetic_dataset
+from xception_build.datasets import ImageFolder, UInt8Images, load_cifar10, synthetic_dataset
 from xception_build.errors import UserError
 
 
@@ -87,11 +86,12 @@ def test_synthetic_data_is_deterministic_and_labelled() -> None:
     assert a.tensors[1].max() < 5
 
 
-def test_cifar_pickle_with_python2_strings_loads() -> None:
-    """CIFAR-10 files were written by Python 2: str payloads come back as bytes with encoding='bytes'."""
-    payload = pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "labels": [3]}, protocol=2)
-    loaded = _CifarUnpickler(io.BytesIO(payload), encoding="bytes").load()
-    assert loaded["labels"] == [3] and loaded["data"].shape == (1, 3072)
+def test_cifar_batches_with_text_keys_load_too(tmp_path: Path) -> None:
+    """CIFAR-10 files were written by Python 2 (bytes keys); a batch re-saved by Python 3 has text keys."""
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({"data": np.zeros((1, 3072), np.uint8), "labels": [3]},
+                                                       protocol=2))
+    images, labels = load_cifar10(tmp_path, train=False)
+    assert labels.tolist() == [3] and images.shape == (1, 3, 32, 32)
 
 
 @pytest.mark.parametrize("payload", [
