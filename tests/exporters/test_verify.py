@@ -275,3 +275,14 @@ def test_explain_on_request_for_a_user_brought_onnx(cifar_export: Path, cifar_we
     cannot = run("verify", "--onnx", stripped, "--spec", CIFAR, "--weights", cifar_weights, "--explain")
     assert cannot.exit_code == 0, cannot.output  # the verdict stands; the diagnosis says why it cannot be made
     assert "no_map.onnx: cannot explain: " in cannot.output and "only ONNX files exported by xbuild" in cannot.output
+
+
+def test_an_unwritable_junit_path_is_refused_before_any_check(cifar_export: Path, tmp_path: Path,
+                                                              run: Callable[..., Result]) -> None:
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    result = run("verify", cifar_export, "--junit", blocker / "report.xml")
+    assert result.exit_code == 2 and result.output.startswith("error: --junit ")  # nothing verified first
+    assert "integrity" not in result.output
+    folder = run("verify", cifar_export, "--junit", tmp_path)
+    assert folder.exit_code == 2 and "is a folder, expected a file name" in folder.output
