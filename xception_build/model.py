@@ -95,8 +95,8 @@ class XceptionNet(nn.Module):
         self.num_features = plan.num_features
         self.head_hidden_size = plan.num_features  # what pre_logits gives: the pooled features
         self.num_classes = plan.head.num_classes
-        self.feature_info: list[dict[str, Any]] = feature_info_of(plan)
-        self.pretrained_cfg: dict[str, Any] = {}
+        self.feature_info = feature_info_of(plan)
+        self.pretrained_cfg = dict[str, Any]()  # no annotation: TorchScript warns on annotated empty containers
 
     @property
     def default_cfg(self) -> dict[str, Any]:
