@@ -20,6 +20,9 @@ from .activations import ActivationName, ActivationSetting
 SepLayoutToken = Literal["dw", "pw", "norm", "act", ActivationName]
 ShortcutKind = Literal["conv_norm", "conv", "identity", "none"]
 DownsampleKind = Literal["maxpool", "depthwise"]
+# How convolutions and pools pad: `symmetric` is PyTorch's and timm's (kernel // 2 on every side);
+# `same` is TensorFlow's and Keras' (output = ceil(input / stride), an odd pixel after: bottom, right).
+PaddingKind = Literal["symmetric", "same"]
 
 
 class StrictModel(BaseModel):
@@ -75,6 +78,9 @@ class BlockOptions(StrictModel):
         default=None, description="false: the first separable conv drops what its layout puts before "
         "its depthwise conv")
     grow_first: bool | None = None
+    padding: PaddingKind | None = Field(
+        default=None, description="symmetric: kernel // 2 on every side (PyTorch, timm); same: TensorFlow's "
+        "rule, output = ceil(input / stride) with the odd pixel after (Keras)")
 
     @field_validator("layout")
     @classmethod
@@ -98,6 +104,7 @@ class Defaults(StrictModel):
     preact: bool = False
     start_with_act: bool = True
     grow_first: bool = True
+    padding: PaddingKind = "symmetric"
 
     @field_validator("layout")
     @classmethod
@@ -118,6 +125,7 @@ class ResolvedOptions:
     preact: bool
     start_with_act: bool
     grow_first: bool
+    padding: str
 
 
 def resolve_options(defaults: Defaults, *layers: BlockOptions | None) -> ResolvedOptions:

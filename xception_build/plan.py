@@ -1,7 +1,9 @@
 """Resolved plan: the spec worked out into concrete blocks before any tensor exists.
 
 Planning applies the defaults cascade, the width and depth multipliers and the repeats, and
-infers every block's input and output shape, parameter count and MACs. An impossible spec
+infers every block's input and output shape, parameter count and MACs. It also applies the
+spec's ``output_stride`` (strides past it become dilations, as in timm and DeepLab) and places
+the multi-scale taps a backbone exposes (``feature_info``). An impossible spec
 (spatial size reaching zero, an identity shortcut across a shape change, a network with no
 layers) fails here with a ``SpecError`` pointing at the spec line, before anything is built.
 """
@@ -12,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import NoReturn
 
-from .blocks import BlockSpecModel, Shape, kind_of
+from .blocks import BlockSpecModel, BlockTap, Shape, kind_of
 from .blocks.base import MAX_DIMENSION
 from .errors import Location, SpecError
 from .options import ResolvedOptions, resolve_options
@@ -35,6 +37,29 @@ class PlannedBlock:
     macs: int
     config: object  # the kind's own build config (BLOCK_KINDS[kind].build takes it)
     line: int | None  # line of the spec entry, when known
+    stride: int = 1  # the stride it applies (after output_stride)
+    dilation: int = 1
+
+
+@dataclass(frozen=True)
+class FeatureTap:
+    """One multi-scale feature map of the network, as timm's ``feature_info`` lists it.
+
+    Taps sit at the last module of each stride: where a downsampling block holds its last map at
+    the resolution it was given (see the block kinds' ``BlockTap``), plus the network's output.
+    ``owner`` is the module the map is read in (a block, a stem entry or a flow's ``final_act``)
+    and ``inner`` the sub-module inside it ("" for the owner's own output)."""
+
+    owner: str
+    inner: str
+    num_chs: int
+    reduction: int
+    shape: Shape
+    spec_path: str
+
+    @property
+    def module(self) -> str:
+        return f"{self.owner}.{self.inner}" if self.inner else self.owner
 
 
 @dataclass(frozen=True)
@@ -61,6 +86,8 @@ class Plan:
     input_shape: Shape
     flows: tuple[FlowPlan, ...]
     head: HeadPlan
+    taps: tuple[FeatureTap, ...] = ()
+    output_stride: int = 1  # the reduction the network reaches (capped by the spec's output_stride)
 
     @property
     def blocks(self) -> tuple[PlannedBlock, ...]:
@@ -92,13 +119,41 @@ def make_divisible(value: float, divisor: int) -> int:
     return rounded
 
 
-class _BlockContext:
-    """The PlanContext handed to a block kind: scaling and errors located in the spec."""
+@dataclass
+class _Walk:
+    """What planning carries from block to block: the reduction so far, the dilation strides have
+    turned into, the module that ran last, and the taps placed so far."""
 
-    def __init__(self, spec: Spec, path: tuple[str | int, ...]) -> None:
+    output_stride: int | None
+    reduction: int = 1
+    dilation: int = 1
+    previous: str | None = None  # the module whose output the next block reads; None: the input
+    previous_spec_path: str = ""
+    taps: list[FeatureTap] | None = None
+
+    def place(self, requested: int) -> tuple[int, int]:
+        """The stride a block applies and the dilation of its convolutions (timm's rule: a block
+        whose stride would pass ``output_stride`` runs unstrided at the current dilation, and
+        every block after it dilates by that stride more)."""
+        dilation = self.dilation
+        if requested > 1 and self.output_stride and self.reduction * requested > self.output_stride:
+            self.dilation *= requested
+            return 1, dilation
+        self.reduction *= requested
+        return requested, dilation
+
+
+class _BlockContext:
+    """The PlanContext handed to a block kind: scaling, stride and dilation, errors located in the spec."""
+
+    def __init__(self, spec: Spec, path: tuple[str | int, ...], stride: int = 1, dilation: int = 1,
+                 reads_input: bool = False) -> None:
         self._spec = spec
         self._path = path
         self.spec_path = format_path(path)
+        self.stride = stride
+        self.dilation = dilation
+        self.reads_input = reads_input
 
     def scale_channels(self, channels: int) -> int:
         scaling = self._spec.scaling
@@ -155,7 +210,7 @@ def _check_block_count(spec: Spec, name: str, flow: FlowSpec) -> int:
     return flow_repeat
 
 
-def _plan_flow(spec: Spec, name: str, shape: Shape) -> tuple[FlowPlan, Shape]:
+def _plan_flow(spec: Spec, name: str, shape: Shape, walk: _Walk) -> tuple[FlowPlan, Shape]:
     flow: FlowSpec = getattr(spec, name)
     flow_repeat = _check_block_count(spec, name, flow)
     planned: dict[str, list[PlannedBlock]] = {"stem": [], "blocks": []}
@@ -164,34 +219,57 @@ def _plan_flow(spec: Spec, name: str, shape: Shape) -> tuple[FlowPlan, Shape]:
         for _ in range(copies_of_list):
             for index, entry in enumerate(entries):
                 shape = _plan_entry(spec, name, part, index, entry, flow, shape, planned[part],
-                                    copies_of_list, copies_made)
+                                    copies_of_list, copies_made, walk)
     final = None
     if flow.final_act:
         final = resolve_options(spec.defaults, flow.defaults).activation
         final = None if final == "none" else final
+        if final is not None and walk.previous is not None:
+            walk.previous, walk.previous_spec_path = f"{name}.final_act", f"{name}.final_act"
     return FlowPlan(name, tuple(planned["stem"]), tuple(planned["blocks"]), final), shape
 
 
 def _plan_entry(spec: Spec, flow_name: str, part: str, index: int, entry: BlockSpecModel, flow: FlowSpec,
                 shape: Shape, out: list[PlannedBlock], flow_copies: int,
-                copies_made: dict[tuple[str, int], int]) -> Shape:
+                copies_made: dict[tuple[str, int], int], walk: _Walk) -> Shape:
     path = (flow_name, part, index)
     kind = kind_of(entry)
     options: ResolvedOptions = resolve_options(spec.defaults, flow.defaults, kind.options_layer(entry))
     repeat = entry.repeat
     copies = repeat * flow_copies
-    ctx = _BlockContext(spec, path)
     location = _location(spec, path)
+    requested = kind.stride_of(entry)
     for _ in range(repeat):
+        reduction = walk.reduction
+        stride, dilation = walk.place(requested)
+        ctx = _BlockContext(spec, path, stride, dilation, reads_input=walk.previous is None)
         result = kind.plan(entry, options, shape, ctx)
         copies_made[(part, index)] = copy = copies_made.get((part, index), 0) + 1
+        module_name = f"{flow_name}.{part}.{len(out)}"
+        _place_tap(walk, result.tap, module_name, ctx.spec_path, shape, reduction)
         out.append(PlannedBlock(
-            module_name=f"{flow_name}.{part}.{len(out)}", spec_path=ctx.spec_path, repeat=(copy, copies),
+            module_name=module_name, spec_path=ctx.spec_path, repeat=(copy, copies),
             flow=flow_name, kind=kind.name, in_shape=shape, out_shape=result.out_shape,
             params=result.params, macs=result.macs, config=result.config,
-            line=location.line if location else None))
+            line=location.line if location else None, stride=stride, dilation=dilation))
+        walk.previous, walk.previous_spec_path = module_name, ctx.spec_path
         shape = result.out_shape
     return shape
+
+
+def _place_tap(walk: _Walk, tap: BlockTap | None, module_name: str, spec_path: str, in_shape: Shape,
+               reduction: int) -> None:
+    """Record a block's tap; one at the block's input names the module that ran before it, and
+    is left out when nothing did (it would be the network input itself)."""
+    if tap is None or walk.taps is None:
+        return
+    owner, inner, path = module_name, tap.module, spec_path
+    if not tap.module:
+        if walk.previous is None:
+            return
+        owner, path = walk.previous, walk.previous_spec_path
+    walk.taps.append(FeatureTap(owner, inner, tap.channels, reduction,
+                                Shape(tap.channels, in_shape.height, in_shape.width), path))
 
 
 def plan_spec(spec: Spec) -> Plan:
@@ -205,14 +283,18 @@ def plan_spec(spec: Spec) -> Plan:
     shape = Shape(spec.input.channels, height, width)
     input_shape = shape
     flows = []
+    walk = _Walk(spec.output_stride, taps=[])
     for name in FLOWS:
-        flow_plan, shape = _plan_flow(spec, name, shape)
+        flow_plan, shape = _plan_flow(spec, name, shape, walk)
         flows.append(flow_plan)
     if not any(flow.stem or flow.blocks for flow in flows):
         raise SpecError("the network has no layers: entry, middle and exit are all empty",
                         location=spec.source.root_location if spec.source else None)
+    last = [b for flow in flows for b in (*flow.stem, *flow.blocks)][-1]
+    taps = [*(walk.taps or []), FeatureTap(last.module_name, "", shape.channels, walk.reduction, shape,
+                                           last.spec_path)]
     head = spec.head
     head_params = shape.channels * head.num_classes + head.num_classes
     head_plan = HeadPlan(shape.channels, head.pool, head.dropout, head.num_classes, head_params,
                          shape.channels * head.num_classes)
-    return Plan(spec.name, input_shape, tuple(flows), head_plan)
+    return Plan(spec.name, input_shape, tuple(flows), head_plan, tuple(taps), walk.reduction)

@@ -120,9 +120,16 @@ class FlowSpec(StrictModel):
 
 
 class HeadSpec(StrictModel):
-    pool: Literal["avg", "max"] = "avg"
+    pool: Literal["avg", "max", "none"] = Field(default="avg", description="none: no pooling (needs num_classes 0)")
     dropout: float = Field(default=0.0, ge=0, lt=1)
     num_classes: int = Field(default=1000, ge=0, description="0: no classifier, pooled features out")
+
+    @model_validator(mode="after")
+    def _pool_for_classifier(self) -> HeadSpec:
+        if self.pool == "none" and self.num_classes:
+            raise SpecValueError("pool: none leaves a feature map, which a classifier cannot take; "
+                                 "use num_classes: 0 with it, or pool: avg or max", ("pool",))
+        return self
 
 
 class Spec(StrictModel):
@@ -135,6 +142,8 @@ class Spec(StrictModel):
     middle: FlowSpec = FlowSpec()
     exit: FlowSpec
     head: HeadSpec = HeadSpec()
+    output_stride: Literal[8, 16, 32] | None = Field(
+        default=None, description="largest reduction of the input; later strides become dilations")
 
     _source: SpecSource | None = PrivateAttr(default=None)
 

@@ -1,8 +1,10 @@
-"""Checkpoints: load and save weights, including timm-layout checkpoints.
+"""Checkpoints: load and save weights, including timm-layout and Keras checkpoints.
 
 Formats: safetensors (preferred: no pickle) and plain PyTorch state dicts, read only with
-``torch.load(weights_only=True)``. A checkpoint is checked whole before anything is copied, so a
-checkpoint that does not fit is refused with the list of differences and never half-loaded.
+``torch.load(weights_only=True)``; Keras' HDF5 files through ``keras_weights``. A checkpoint is
+checked whole before anything is copied, so a checkpoint that does not fit is refused with the
+list of differences and never half-loaded. A features-only model takes a checkpoint of the whole
+network it was cut from and keeps its part.
 
 timm layouts (``legacy_xception``; the aligned ``xception41/65/71/41p/65p``) are translated by
 structure, not by a table per model: both sides are cut into the same units (stem, each block,
@@ -21,9 +23,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .blocks import BLOCK_KINDS
 from .errors import CheckpointError, Location
 from .files import atomic_write
-from .model import XceptionNet
+from .keras_weights import is_hdf5, keras_units
+from .model import XceptionFeatures, XceptionNet, build_flow
 
 StateDict = dict[str, torch.Tensor]
 
@@ -126,22 +130,51 @@ def _refuse(problems: list[str], source: str, layout: str) -> CheckpointError:
         + "\n    ".join(shown) + more, location=Location(source))
 
 
-def load_state(model: XceptionNet, checkpoint: StateDict, source: str = "<state dict>") -> str:
-    """Load a state dict in our layout or a timm layout; returns the layout name it read."""
-    model_state = model.state_dict()
-    layout = detect_layout(checkpoint)
-    if layout != "xception-build":
-        checkpoint = translate_timm(model, checkpoint, layout, source)
-    problems = _differences(model_state, checkpoint)
+def full_network(model: XceptionNet | XceptionFeatures) -> XceptionNet:
+    """The network checkpoints are matched against: the model itself, or for a features-only
+    model the whole network it was cut from, built on the meta device (no memory, no data)."""
+    if isinstance(model, XceptionNet):
+        return model
+    with torch.device("meta"):
+        flows = {flow.name: build_flow(flow, lambda b: BLOCK_KINDS[b.kind].build(b.config))
+                 for flow in model.full_plan.flows}
+        return XceptionNet(model.full_plan, flows, model.spec)
+
+
+def _fit(model: XceptionNet | XceptionFeatures, checkpoint: StateDict, source: str, layout: str) -> None:
+    """Check a checkpoint in our names against the network, then copy it in whole. A features-only
+    model takes a checkpoint of its whole network and keeps the part it has (as timm's do)."""
+    network = full_network(model)
+    problems = _differences(network.state_dict(), checkpoint)
+    if network is not model and problems and layout == "xception-build":
+        problems = _differences(model.state_dict(), checkpoint)  # a checkpoint of the cut model itself
     if problems:
         raise _refuse(problems, source, layout)
-    converted = {k: v.to(dtype=model_state[k].dtype) for k, v in checkpoint.items()}
+    model_state = model.state_dict()
+    converted = {k: v.to(dtype=model_state[k].dtype) for k, v in checkpoint.items() if k in model_state}
     model.load_state_dict(converted, strict=True)
+
+
+def load_state(model: XceptionNet | XceptionFeatures, checkpoint: StateDict, source: str = "<state dict>") -> str:
+    """Load a state dict in our layout or a timm layout; returns the layout name it read."""
+    layout = detect_layout(checkpoint)
+    if layout != "xception-build":
+        checkpoint = translate_timm(full_network(model), checkpoint, layout, source)
+    _fit(model, checkpoint, source, layout)
     return layout
 
 
-def load_weights(model: XceptionNet, path: str | os.PathLike[str]) -> str:
-    """Read a weights file and load it into ``model`` whole, or raise ``CheckpointError``."""
+def load_weights(model: XceptionNet | XceptionFeatures, path: str | os.PathLike[str]) -> str:
+    """Read a weights file and load it into ``model`` whole, or raise ``CheckpointError``.
+
+    Reads safetensors, torch state dicts (ours or timm's) and Keras' HDF5 files (Keras 2
+    ``.h5``, Keras 3 ``.weights.h5``); returns the layout it read."""
+    if is_hdf5(path):
+        network = full_network(model)
+        groups, tensors, problems = keras_units(network, path)
+        checkpoint = pair_units(network, groups, tensors, "keras", str(path), problems, fill_batch_counts=True)
+        _fit(model, checkpoint, str(path), "keras")
+        return "keras"
     return load_state(model, read_checkpoint(path), str(path))
 
 
@@ -217,7 +250,6 @@ def translate_timm(model: XceptionNet, checkpoint: StateDict, layout: str, sourc
     n_numbered = max(legacy_blocks, default=0)
     their_unit = ((lambda k: _legacy_unit(k, n_numbered)) if layout == "timm-legacy"
                   else (lambda k: _aligned_unit(k, n_numbered)))
-    ours = _our_unit(model)
     groups_theirs: dict[UnitKey, list[str]] = {}
     unplaced: list[str] = []
     for key in checkpoint:  # dicts keep the checkpoint's (forward) order
@@ -226,15 +258,27 @@ def translate_timm(model: XceptionNet, checkpoint: StateDict, layout: str, sourc
             unplaced.append(key)
         else:
             groups_theirs.setdefault(unit, []).append(key)
-    groups_ours: dict[UnitKey, list[str]] = {}
+    problems = [f"unexpected: {k} (not part of a {layout} network)" for k in unplaced]
+    return pair_units(model, groups_theirs, checkpoint, layout, source, problems)
+
+
+def pair_units(model: XceptionNet, groups_theirs: Mapping[UnitKey, list[str]], tensors: Mapping[str, torch.Tensor],
+               layout: str, source: str, problems: list[str], fill_batch_counts: bool = False) -> StateDict:
+    """Our names for another layout's tensors, already grouped into units and roles: in each
+    (unit, role) the tensors pair in order with ours, shapes checked. ``fill_batch_counts``: the
+    other layout has no ``num_batches_tracked`` (Keras); ours start at zero."""
+    ours = _our_unit(model)
     model_state = model.state_dict()
+    groups_ours: dict[UnitKey, list[str]] = {}
+    translated: StateDict = {}
     for key in model_state:
+        if fill_batch_counts and key.endswith("num_batches_tracked"):
+            translated[key] = torch.zeros_like(model_state[key], device="cpu")
+            continue
         unit = ours(key)
         if unit is not None:
             groups_ours.setdefault(unit, []).append(key)
-
-    translated: StateDict = {}
-    problems = [f"unexpected: {k} (not part of a {layout} network)" for k in unplaced]
+    problems = list(problems)
     their_blocks = len({u[1] for u in groups_theirs if u[0] == "block"})
     our_blocks = len({u[1] for u in groups_ours if u[0] == "block"})
     if their_blocks != our_blocks:
@@ -245,12 +289,12 @@ def translate_timm(model: XceptionNet, checkpoint: StateDict, layout: str, sourc
                                                                                 u[1], u[2])):
         theirs, mine = groups_theirs.get(unit, []), groups_ours.get(unit, [])
         for their_key, our_key in zip(theirs, mine, strict=False):  # leftovers reported below
-            tensor = checkpoint[their_key]
+            tensor = tensors[their_key]
             if tensor.shape != model_state[our_key].shape:
                 problems.append(f"shape: {their_key} is {list(tensor.shape)}, the model's {our_key} is "
                                 f"{list(model_state[our_key].shape)}")
             translated[our_key] = tensor
-        problems += [f"unexpected: {k} {list(checkpoint[k].shape)}" for k in theirs[len(mine):]]
+        problems += [f"unexpected: {k} {list(tensors[k].shape)}" for k in theirs[len(mine):]]
         problems += [f"missing: {k} {list(model_state[k].shape)}" for k in mine[len(theirs):]]
     if problems:
         raise _refuse(problems, source, layout)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import BlockKind, BlockPlan, BlockSpecModel, PlanContext, Shape
+from .base import BlockKind, BlockPlan, BlockSpecModel, BlockTap, PlanContext, Shape
 from .conv import CONV
 from .xception import XCEPTION
 
@@ -23,5 +23,5 @@ def kind_of(spec: BlockSpecModel) -> BlockKind[Any, Any]:
     return BLOCK_KINDS[spec.kind]
 
 
-__all__ = ["BLOCK_KINDS", "DEFAULT_KIND", "BlockKind", "BlockPlan", "BlockSpecModel", "PlanContext", "Shape",
-           "kind_of"]
+__all__ = ["BLOCK_KINDS", "DEFAULT_KIND", "BlockKind", "BlockPlan", "BlockSpecModel", "BlockTap", "PlanContext",
+           "Shape", "kind_of"]

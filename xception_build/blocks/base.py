@@ -37,6 +37,18 @@ class Shape:
 
 
 @dataclass(frozen=True)
+class BlockTap:
+    """Where a downsampling block holds its last feature map at the resolution it was given.
+
+    ``module`` names a sub-module of the block (``main.sep3.pre_act``) whose output that map
+    is, or is ``""`` for the block's input (the output of whatever ran before it). The planner
+    turns these into the network's multi-scale taps (``feature_info``)."""
+
+    module: str
+    channels: int
+
+
+@dataclass(frozen=True)
 class BlockPlan:
     """A block kind's answer to planning: its build config and its static costs."""
 
@@ -44,12 +56,20 @@ class BlockPlan:
     out_shape: Shape
     params: int
     macs: int
+    tap: BlockTap | None = None  # set by blocks whose spec asks for a stride
 
 
 class PlanContext(Protocol):
-    """What the planner offers a block kind while it plans one block."""
+    """What the planner offers a block kind while it plans one block.
+
+    ``stride`` is the stride the block applies: its own, or 1 where the spec's ``output_stride``
+    turned it into a dilation. ``dilation`` is what the block's convolutions (and pools) dilate
+    by. ``reads_input`` is true for a block that reads the network input itself."""
 
     spec_path: str
+    stride: int
+    dilation: int
+    reads_input: bool
 
     def scale_channels(self, channels: int) -> int: ...
 
@@ -84,6 +104,11 @@ class BlockKind(ABC, Generic[SpecT, ConfigT]):
         this to say which of their fields take part (or return ``None``: defaults only)."""
         return spec if isinstance(spec, BlockOptions) else None
 
+    def stride_of(self, spec: SpecT) -> int:
+        """The stride a spec entry asks for (the planner applies ``output_stride`` to it)."""
+        stride = getattr(spec, "stride", 1)
+        return stride if isinstance(stride, int) else 1
+
     @abstractmethod
     def plan(self, spec: SpecT, options: ResolvedOptions, in_shape: Shape, ctx: PlanContext) -> BlockPlan:
         """Channels, output shape, parameters and MACs of one block, and the config ``build`` takes."""
@@ -106,15 +131,24 @@ def check_range(ctx: PlanContext, field: str, value: int, what: str, limit: int 
         ctx.fail(f"{what} {value:,} is out of range: at most {limit:,}", field)
 
 
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
+def conv_output_size(size: int, kernel: int, stride: int, padding: int | str, dilation: int = 1) -> int:
+    """Output side of a convolution or pool; ``padding`` is a count or ``"same"`` (TensorFlow's
+    rule: ceil(size / stride), whatever the kernel)."""
+    if padding == "same":
+        return -(-size // stride)
+    return (size + 2 * int(padding) - (kernel - 1) * dilation - 1) // stride + 1
 
 
-def conv_costs(in_shape: Shape, out_channels: int, kernel: int, stride: int, padding: int,
-               groups: int = 1, bias: bool = False) -> tuple[Shape, int, int]:
+def symmetric_padding(kernel: int, dilation: int = 1) -> int:
+    """``kernel // 2`` on every side, widened with the dilation: odd kernels keep the size at stride 1."""
+    return (kernel - 1) * dilation // 2
+
+
+def conv_costs(in_shape: Shape, out_channels: int, kernel: int, stride: int, padding: int | str,
+               groups: int = 1, bias: bool = False, dilation: int = 1) -> tuple[Shape, int, int]:
     """Output shape, parameters and multiply-accumulates of one 2-D convolution."""
-    height = conv_output_size(in_shape.height, kernel, stride, padding)
-    width = conv_output_size(in_shape.width, kernel, stride, padding)
+    height = conv_output_size(in_shape.height, kernel, stride, padding, dilation)
+    width = conv_output_size(in_shape.width, kernel, stride, padding, dilation)
     out = Shape(out_channels, height, width)
     weights = out_channels * (in_shape.channels // groups) * kernel * kernel
     params = weights + (out_channels if bias else 0)

@@ -1,7 +1,9 @@
 """Block kind ``conv``: a plain convolution with optional norm and activation (the stems).
 
 ``layout`` orders ``conv``, ``norm`` and ``act`` (or a named activation); ``[conv]`` alone is a
-bare convolution, as in the stem of timm's pre-activation ``xception41p``.
+bare convolution, as in the stem of timm's pre-activation ``xception41p``. ``padding`` is a count
+(symmetric, as written), ``same`` (TensorFlow's rule) or ``symmetric``; unset, it follows the
+``padding`` of the defaults (``symmetric``: ``kernel // 2``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,19 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import Field, field_validator
 
 from ..activations import ActivationName, ActivationSetting
-from ..options import BlockOptions, NormOverride, ResolvedOptions
-from .base import BlockKind, BlockPlan, BlockSpecModel, PlanContext, Shape, check_range, conv_costs, norm_params
+from ..options import BlockOptions, NormOverride, PaddingKind, ResolvedOptions
+from .base import (
+    BlockKind,
+    BlockPlan,
+    BlockSpecModel,
+    BlockTap,
+    PlanContext,
+    Shape,
+    check_range,
+    conv_costs,
+    norm_params,
+    symmetric_padding,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -26,7 +39,8 @@ class ConvBlockSpec(BlockSpecModel):
     out: int = Field(gt=0, description="output channels")
     kernel: int = Field(default=3, gt=0)
     stride: int = Field(default=1, gt=0)
-    padding: int | None = Field(default=None, ge=0, description="default: kernel // 2")
+    padding: int | PaddingKind | None = Field(
+        default=None, description="a count (symmetric), same or symmetric; default: the defaults' padding")
     bias: bool = False
     layout: list[ConvLayoutToken] = ["conv", "norm", "act"]
     activation: ActivationSetting | None = None
@@ -48,7 +62,8 @@ class ConvConfig:
     out_channels: int
     kernel: int
     stride: int
-    padding: int
+    padding: int | str  # a count, or "same"
+    dilation: int
     bias: bool
     ops: tuple[str, ...]  # "conv", "norm" or an activation name
     norm_eps: float
@@ -60,20 +75,30 @@ class ConvKind(BlockKind[ConvBlockSpec, ConvConfig]):
     spec_model = ConvBlockSpec
 
     def options_layer(self, spec: ConvBlockSpec) -> BlockOptions:
-        return BlockOptions(activation=spec.activation, norm=spec.norm)
+        padding = spec.padding if isinstance(spec.padding, str) else None
+        return BlockOptions(activation=spec.activation, norm=spec.norm, padding=padding)
 
     def plan(self, spec: ConvBlockSpec, options: ResolvedOptions, in_shape: Shape, ctx: PlanContext) -> BlockPlan:
         check_range(ctx, "out", spec.out, "out channels")
         check_range(ctx, "kernel", spec.kernel, "kernel")
         check_range(ctx, "stride", spec.stride, "stride")
-        if spec.padding is not None:
+        if isinstance(spec.padding, int):
+            if spec.padding < 0:
+                ctx.fail(f"padding must be a count of at least 0, same or symmetric; got {spec.padding}",
+                         "padding")
             check_range(ctx, "padding", spec.padding, "padding")
         out_channels = ctx.scale_channels(spec.out)
-        padding = spec.kernel // 2 if spec.padding is None else spec.padding
+        padding: int | str
+        if isinstance(spec.padding, int):
+            padding = spec.padding
+        elif options.padding == "same":
+            padding = "same"
+        else:
+            padding = symmetric_padding(spec.kernel, ctx.dilation)
         ops = tuple(options.activation if token == "act" else token for token in spec.layout)
         ops = tuple(op for op in ops if op != "none")
-        out_shape, params, macs = conv_costs(in_shape, out_channels, spec.kernel, spec.stride, padding,
-                                             bias=spec.bias)
+        out_shape, params, macs = conv_costs(in_shape, out_channels, spec.kernel, ctx.stride, padding,
+                                             bias=spec.bias, dilation=ctx.dilation)
         if out_shape.height <= 0 or out_shape.width <= 0:
             ctx.fail(f"the input ({in_shape}) is too small for kernel {spec.kernel}, stride {spec.stride}, "
                      f"padding {padding}: the output would be {out_shape.height}x{out_shape.width}", "kernel")
@@ -81,22 +106,23 @@ class ConvKind(BlockKind[ConvBlockSpec, ConvConfig]):
         norm_channels = [out_channels if i > norm_at else in_shape.channels
                          for i, op in enumerate(ops) if op == "norm"]
         params += sum(norm_params(c) for c in norm_channels)
-        config = ConvConfig(in_shape.channels, out_channels, spec.kernel, spec.stride, padding, spec.bias, ops,
-                            options.norm_eps, options.norm_momentum)
-        return BlockPlan(config, out_shape, params, macs)
+        config = ConvConfig(in_shape.channels, out_channels, spec.kernel, ctx.stride, padding, ctx.dilation,
+                            spec.bias, ops, options.norm_eps, options.norm_momentum)
+        # A strided conv downsamples what it reads: its input is the last map at the old resolution.
+        tap = BlockTap("", in_shape.channels) if spec.stride > 1 else None
+        return BlockPlan(config, out_shape, params, macs, tap)
 
     def build(self, config: ConvConfig) -> nn.Module:
-        from torch import nn
 
-        from ..layers import NamedSequential, make_activation, make_norm
+        from ..layers import NamedSequential, make_activation, make_conv, make_norm
 
         layers: list[tuple[str, nn.Module | None]] = []
         channels = config.in_channels
         after_conv = False
         for op in config.ops:
             if op == "conv":
-                layers.append(("conv", nn.Conv2d(config.in_channels, config.out_channels, config.kernel,
-                                                 config.stride, config.padding, bias=config.bias)))
+                layers.append(("conv", make_conv(config.in_channels, config.out_channels, config.kernel,
+                                                 config.stride, config.padding, config.dilation, bias=config.bias)))
                 channels = config.out_channels
                 after_conv = True
             elif op == "norm":

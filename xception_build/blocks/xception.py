@@ -10,6 +10,11 @@ last depthwise conv) and the pre-activation modules (``xception41p/65p``), throu
 - ``downsample``: ``maxpool`` after the stack, or ``depthwise`` (stride on the last dw conv)
 - ``preact``: norm + activation on the block input, shared by both paths
 - ``start_with_act``: false drops what the first separable conv's layout puts before its dw conv
+- ``padding``: ``symmetric`` (PyTorch, timm) or ``same`` (TensorFlow, Keras) for its convs and pool
+
+Under the spec's ``output_stride`` a block may lose its stride to a dilation; a projection
+shortcut then left with nothing to match (same channels, stride 1) becomes an identity, as in
+timm's aligned models.
 """
 
 from __future__ import annotations
@@ -25,11 +30,14 @@ from .base import (
     BlockKind,
     BlockPlan,
     BlockSpecModel,
+    BlockTap,
     PlanContext,
     Shape,
     check_range,
     conv_costs,
+    conv_output_size,
     norm_params,
+    symmetric_padding,
 )
 
 if TYPE_CHECKING:
@@ -58,11 +66,31 @@ class XceptionConfig:
     out_channels: int
     stride: int
     convs: tuple[SepConvConfig, ...]
-    pool_stride: int  # 1: no max-pool
+    pool_stride: int  # 0: no max-pool (1: a stride turned into a dilation keeps its pool, unstrided)
     preact_activation: str | None  # None: no pre-activation
     shortcut: str
     norm_eps: float
     norm_momentum: float
+    padding: str = "symmetric"  # or "same"
+    dilation: int = 1
+    inplace_add: bool = False
+
+
+def _tap(convs: list[SepConvConfig], maxpool: bool, preact: bool) -> BlockTap:
+    """Where the block's last map at its input resolution is read (timm's placement): at the
+    start of the part that downsamples (the whole block for a max-pool, the strided separable
+    conv otherwise), after the activation that opens it if one does (a rectified map), else at
+    its input."""
+    block_input = convs[0].in_channels
+    if maxpool and preact:
+        return BlockTap("", block_input)
+    index = 0 if maxpool else len(convs) - 1
+    conv = convs[index]
+    if conv.ops[0] not in ("dw", "norm"):  # opens with an activation
+        return BlockTap(f"main.sep{index + 1}.pre_act", conv.in_channels)
+    if index > 0:
+        return BlockTap(f"main.sep{index}", conv.in_channels)
+    return BlockTap("preact" if preact else "", block_input)
 
 
 def _channel_list(spec: XceptionBlockSpec, options: ResolvedOptions, in_channels: int,
@@ -95,6 +123,8 @@ def _plan(spec: XceptionBlockSpec, options: ResolvedOptions, in_shape: Shape, ct
     check_range(ctx, "stride", spec.stride, "stride")
     channels = _channel_list(spec, options, in_shape.channels, ctx)
     depthwise_stride = options.downsample == "depthwise"
+    stride, dilation = ctx.stride, ctx.dilation
+    padding: int | str = "same" if options.padding == "same" else symmetric_padding(3, dilation)
     params, macs = 0, 0
     shape = in_shape
     if options.preact:
@@ -105,9 +135,10 @@ def _plan(spec: XceptionBlockSpec, options: ResolvedOptions, in_shape: Shape, ct
         if index == 0 and not options.start_with_act:
             tokens = tokens[tokens.index("dw"):]
         ops = tuple(op for op in (options.activation if t == "act" else t for t in tokens) if op != "none")
-        stride = spec.stride if depthwise_stride and index == len(channels) - 1 else 1
+        conv_stride = stride if depthwise_stride and index == len(channels) - 1 else 1
         in_channels = shape.channels
-        dw_shape, dw_params, dw_macs = conv_costs(shape, in_channels, 3, stride, 1, groups=in_channels)
+        dw_shape, dw_params, dw_macs = conv_costs(shape, in_channels, 3, conv_stride, padding, groups=in_channels,
+                                                  dilation=dilation)
         pw_shape, pw_params, pw_macs = conv_costs(dw_shape, out_channels, 1, 1, 0)
         pw_at = ops.index("pw")
         for position, op in enumerate(ops):
@@ -115,46 +146,59 @@ def _plan(spec: XceptionBlockSpec, options: ResolvedOptions, in_shape: Shape, ct
                 params += norm_params(out_channels if position > pw_at else in_channels)
         params += dw_params + pw_params
         macs += dw_macs + pw_macs
-        convs.append(SepConvConfig(in_channels, out_channels, stride, ops, index == 0))
+        convs.append(SepConvConfig(in_channels, out_channels, conv_stride, ops, index == 0))
         shape = pw_shape
-    pool_stride = 1
+    pool_stride = 0
     if spec.stride != 1 and not depthwise_stride:
-        pool_stride = spec.stride
-        shape = Shape(shape.channels, (shape.height - 1) // spec.stride + 1, (shape.width - 1) // spec.stride + 1)
+        pool_stride = stride
+        shape = Shape(shape.channels, conv_output_size(shape.height, 3, stride, padding, dilation),
+                      conv_output_size(shape.width, 3, stride, padding, dilation))
     if shape.height <= 0 or shape.width <= 0:
         ctx.fail(f"the input ({in_shape}) is too small: the output would be {shape.height}x{shape.width}", "stride")
 
     shortcut = options.shortcut
-    if shortcut == "identity" and (in_shape.channels != shape.channels or spec.stride != 1):
+    if (shortcut in ("conv", "conv_norm") and stride == 1 and spec.stride != 1
+            and in_shape.channels == shape.channels):
+        shortcut = "identity"  # the stride became a dilation: nothing left for the projection to match
+    if shortcut == "identity" and (in_shape.channels != shape.channels or stride != 1):
         ctx.fail(f"an identity shortcut needs the same shape in and out, but this block maps {in_shape} "
                  f"to {shape}", "shortcut", hint="use shortcut: conv_norm or conv (a 1x1 projection), or none")
     if shortcut in ("conv", "conv_norm"):
-        _, sc_params, sc_macs = conv_costs(in_shape, shape.channels, 1, spec.stride, 0)
+        _, sc_params, sc_macs = conv_costs(in_shape, shape.channels, 1, stride, 0)
         params += sc_params + (norm_params(shape.channels) if shortcut == "conv_norm" else 0)
         macs += sc_macs
+    # The add may write into the main path's output unless autograd keeps that output (it ends in
+    # an activation) or the two sides may differ in dtype under autocast: an identity shortcut of
+    # the network input itself (float32) against a main path of autocast convolutions.
+    ends_with_act = pool_stride == 0 and convs[-1].ops[-1] not in ("pw", "norm")
+    inplace_add = not ends_with_act and not (shortcut == "identity" and ctx.reads_input)
     config = XceptionConfig(
-        in_channels=in_shape.channels, out_channels=shape.channels, stride=spec.stride, convs=tuple(convs),
+        in_channels=in_shape.channels, out_channels=shape.channels, stride=stride, convs=tuple(convs),
         pool_stride=pool_stride, preact_activation=options.activation if options.preact else None,
-        shortcut=shortcut, norm_eps=options.norm_eps, norm_momentum=options.norm_momentum)
-    return BlockPlan(config, shape, params, macs)
+        shortcut=shortcut, norm_eps=options.norm_eps, norm_momentum=options.norm_momentum,
+        padding=options.padding, dilation=dilation, inplace_add=inplace_add)
+    tap = _tap(convs, not depthwise_stride, options.preact) if spec.stride != 1 else None
+    return BlockPlan(config, shape, params, macs, tap)
 
 
 _SLOTS = ("pre", "dw", "pw")  # what comes before dw, between dw and pw, after pw
 
 
 def _build_separable(conv: SepConvConfig, config: XceptionConfig, reads_block_input: bool) -> nn.Module:
-    from torch import nn
 
-    from ..layers import NamedSequential, make_activation, make_norm
+    from ..layers import NamedSequential, make_activation, make_conv, make_norm
+
+    padding: int | str = "same" if config.padding == "same" else config.dilation
 
     layers: list[tuple[str, nn.Module | None]] = []
     slot, channels = 0, conv.in_channels
     for op in conv.ops:
         if op == "dw":
-            layers.append(("dw", nn.Conv2d(channels, channels, 3, conv.stride, 1, groups=channels, bias=False)))
+            layers.append(("dw", make_conv(channels, channels, 3, conv.stride, padding, config.dilation,
+                                           groups=channels)))
             slot = 1
         elif op == "pw":
-            layers.append(("pw", nn.Conv2d(channels, conv.out_channels, 1, bias=False)))
+            layers.append(("pw", make_conv(channels, conv.out_channels, 1, 1, 0)))
             slot, channels = 2, conv.out_channels
         elif op == "norm":
             layers.append((f"{_SLOTS[slot]}_norm", make_norm(channels, config.norm_eps, config.norm_momentum)))
@@ -168,13 +212,14 @@ def _build_separable(conv: SepConvConfig, config: XceptionConfig, reads_block_in
 def _build(config: XceptionConfig) -> nn.Module:
     from torch import nn
 
-    from ..layers import NamedSequential, ResidualBlock, make_activation, make_norm
+    from ..layers import NamedSequential, ResidualBlock, make_activation, make_max_pool, make_norm
 
     main: list[tuple[str, nn.Module | None]] = [
         (f"sep{i + 1}", _build_separable(conv, config, reads_block_input=conv.first_in_block))
         for i, conv in enumerate(config.convs)]
-    if config.pool_stride != 1:
-        main.append(("pool", nn.MaxPool2d(3, config.pool_stride, 1)))
+    if config.pool_stride:
+        padding: int | str = "same" if config.padding == "same" else config.dilation
+        main.append(("pool", make_max_pool(3, config.pool_stride, padding, config.dilation)))
     preact = None
     if config.preact_activation is not None:
         preact = NamedSequential([
@@ -190,7 +235,7 @@ def _build(config: XceptionConfig) -> nn.Module:
         conv = nn.Conv2d(config.in_channels, config.out_channels, 1, config.stride, bias=False)
         shortcut = conv if config.shortcut == "conv" else NamedSequential([
             ("conv", conv), ("norm", make_norm(config.out_channels, config.norm_eps, config.norm_momentum))])
-    return ResidualBlock(NamedSequential(main), shortcut, preact)
+    return ResidualBlock(NamedSequential(main), shortcut, preact, inplace=config.inplace_add)
 
 
 class XceptionKind(BlockKind[XceptionBlockSpec, XceptionConfig]):
