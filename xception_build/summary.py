@@ -32,8 +32,10 @@ def _written_at(block: PlannedBlock, source: SpecSource | None) -> tuple[str | N
 
 
 def head_kind(pool: str, num_classes: int) -> str:
-    """``avgpool+linear``; ``avgpool`` alone when there is no classifier (``num_classes: 0``)."""
-    return f"{pool}pool" + ("+linear" if num_classes else "")
+    """``avgpool+linear``; ``avgpool`` alone when there is no classifier (``num_classes: 0``); without
+    pooling (``pool: none``, a backbone's feature map out) ``linear`` or ``none``."""
+    parts = ([] if pool == "none" else [f"{pool}pool"]) + (["linear"] if num_classes else [])
+    return "+".join(parts) or "none"
 
 
 def summary_data(plan: Plan, spec_file: str | None = None, source: SpecSource | None = None) -> dict[str, Any]:
@@ -55,7 +57,8 @@ def summary_data(plan: Plan, spec_file: str | None = None, source: SpecSource | 
                  "file": head_at.file if head_at else None, "line": head_at.line if head_at else None,
                  "repeat": [1, 1], "kind": head_kind(head.pool, head.num_classes),
                  "input_shape": list(plan.feature_shape.as_tuple()),
-                 "output_shape": [head.num_classes or head.in_features], "params": head.params,
+                 "output_shape": list(plan.feature_shape.as_tuple()) if head.pool == "none"
+                 else [head.num_classes or head.in_features], "params": head.params,
                  "macs": head.macs})
     return {
         "name": plan.name,

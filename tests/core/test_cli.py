@@ -53,6 +53,10 @@ def test_a_head_without_classes_is_not_shown_as_a_classifier() -> None:
     assert head.split()[4:7] == ["avgpool", "1024", "0"], head
     code, out, _ = run("compile", str(SPECS / "xception_cifar.yaml"))
     assert "avgpool+linear" in out
+    code, out, _ = run("compile", str(SPECS / "xception_cifar.yaml"), "--set", "head.pool=none",
+                       "--set", "head.num_classes=0")
+    head = next(line for line in out.splitlines() if line.startswith("head "))
+    assert code == 0 and head.split()[4:6] == ["none", "1024x4x4"], head  # a feature map out: no pool, no fc
 
 
 def test_compile_json_matches_the_plan() -> None:
