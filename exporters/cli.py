@@ -20,7 +20,14 @@ from exporters.calibration import (
     DEFAULT_EVALUATION_IMAGES,
     DataSource,
 )
-from exporters.contract import BackendName, BatchProfile, BatchSelection, Int8Activations, Precision
+from exporters.contract import (
+    INT8_ACTIVATIONS_CHOICES,
+    BackendName,
+    BatchProfile,
+    BatchSelection,
+    Int8ActivationsChoice,
+    Precision,
+)
 from exporters.options import backend_option, batch_option, tolerance_option
 from xception_build.cli import EXIT_CODES_HELP, json_option, set_option
 from xception_build.errors import UserError
@@ -57,10 +64,11 @@ Examples:
               help="int8: calibration images.")
 @click.option("--eval-size", type=click.IntRange(min=1), default=DEFAULT_EVALUATION_IMAGES, show_default=True,
               help="int8: held-out images the int8 artifact is judged on.")
-@click.option("--int8-activations", type=click.Choice(["symmetric", "asymmetric"]), default="symmetric",
+@click.option("--int8-activations", type=click.Choice(INT8_ACTIVATIONS_CHOICES), default="auto",
               show_default=True,
               help="int8: symmetric int8 (what TensorRT reads: the same file serves --trt) or asymmetric uint8 "
-                   "(ONNX Runtime only, faster on CPUs; see docs/EXPORT.md).")
+                   "(ONNX Runtime only, faster on CPUs); auto picks symmetric with --trt, asymmetric without "
+                   "(docs/EXPORT.md).")
 @click.option("--calib-exclude", multiple=True, metavar="BLOCK",
               help="int8: keep this block in float (a module name such as middle.blocks.3, or a spec path such "
                    "as middle.blocks[0] for all its repeats; repeatable).")
@@ -77,7 +85,7 @@ Examples:
 @json_option
 def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], want_onnx: bool,
                    want_trt: bool, precision: Precision, calib: str | None, calib_size: int, eval_size: int,
-                   int8_activations: Int8Activations, calib_exclude: tuple[str, ...],
+                   int8_activations: Int8ActivationsChoice, calib_exclude: tuple[str, ...],
                    batch: BatchSelection | None, static_batch: bool,
                    opset: int, out: Path, workspace_gib: float, explain: bool, tolerances: dict[str, float],
                    as_json: bool) -> None:

@@ -37,6 +37,18 @@ PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 #: int8 activations: symmetric int8 (TensorRT reads it) or asymmetric uint8 (ONNX Runtime only)
 Int8Activations = Literal["symmetric", "asymmetric"]
+#: What ``--int8-activations`` takes: a scheme, or ``auto`` for the one the file's consumer runs fastest
+Int8ActivationsChoice = Literal["auto", "symmetric", "asymmetric"]
+INT8_ACTIVATIONS_CHOICES: tuple[Int8ActivationsChoice, ...] = get_args(Int8ActivationsChoice)
+
+
+def int8_activations_for(choice: Int8ActivationsChoice, *, tensorrt: bool) -> Int8Activations:
+    """The scheme an int8 file gets: ``auto`` is symmetric where TensorRT builds from the file (it
+    reads only zero point 0) and asymmetric otherwise, which ONNX Runtime's CPU kernels run faster
+    (every ReLU folds into the uint8 range and the residual adds stay in int8: docs/BENCHMARKS.md)."""
+    if choice == "auto":
+        return "symmetric" if tensorrt else "asymmetric"
+    return choice
 
 Device = Literal["cpu", "cuda"]
 DEVICES: tuple[Device, ...] = get_args(Device)

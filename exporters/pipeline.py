@@ -31,7 +31,9 @@ from exporters.contract import (
     OUTPUT_NAME,
     BatchProfile,
     Int8Activations,
+    Int8ActivationsChoice,
     Precision,
+    int8_activations_for,
     model_kind,
 )
 from exporters.manifest import (
@@ -95,7 +97,7 @@ class ExportRequest:
     workspace_bytes: int = 4 << 30
     calib: DataSource | None = None  # int8: calibration and held-out images
     calib_exclude: tuple[str, ...] = ()  # int8: module names of blocks kept in float
-    int8_activations: Int8Activations = "symmetric"
+    int8_activations: Int8ActivationsChoice = "auto"  # int8: resolved by activation_scheme
     explain: bool = False  # block-by-block diagnosis of every artifact, not only of those that fail
 
     def __post_init__(self) -> None:
@@ -110,18 +112,23 @@ class ExportRequest:
                             hint="a CIFAR-10 or image folder as examples/train.py reads; --calib synthetic "
                                  "only where no data exists")
         if self.precision != "int8" and (self.calib is not None or self.calib_exclude
-                                         or self.int8_activations != "symmetric"):
+                                         or self.int8_activations != "auto"):
             raise UserError("--calib, --calib-size, --eval-size, --calib-exclude and --int8-activations go with "
                             "--precision int8")
         if self.trt and self.int8_activations == "asymmetric":
             raise UserError("--int8-activations asymmetric cannot be built by TensorRT, which reads only symmetric "
-                            "int8", hint="drop --trt, or keep the default symmetric activations")
+                            "int8", hint="drop --trt, or leave --int8-activations at auto (symmetric with --trt)")
         if self.workspace_bytes <= 0:
             raise UserError(f"--workspace-gib {self.workspace_bytes / (1 << 30):g}: must be a finite number > 0")
 
     @property
     def trt(self) -> bool:
         return "tensorrt" in self.formats
+
+    @property
+    def activation_scheme(self) -> Int8Activations:
+        """The int8 file's activations: with --trt, the symmetric ones its engine is built from."""
+        return int8_activations_for(self.int8_activations, tensorrt=self.trt)
 
 
 @dataclass
@@ -204,7 +211,7 @@ def _write_artifacts(request: ExportRequest, stage: Staging, spec: Spec, model: 
             reduced = to_fp16(onnx_proto)
         else:
             assert calibration is not None  # ExportRequest requires --calib for int8
-            reduced = quantize_int8(onnx_proto, calibration, exclude=excluded, activations=request.int8_activations)
+            reduced = quantize_int8(onnx_proto, calibration, exclude=excluded, activations=request.activation_scheme)
         (stage.path / name).write_bytes(serialize(reduced))
         onnx_files.append((name, request.precision))
     del onnx_proto
@@ -302,7 +309,7 @@ def _manifest(request: ExportRequest, spec: Spec, model: XceptionNet, artifacts:
                 "init_seed": request.seed, "tensorrt": builder,
                 "int8": None if calib is None else {"calibration": calib.data, "excluded_blocks":
                                                      blocks_named(plan, request.calib_exclude),
-                                                     "activations": request.int8_activations}},
+                                                     "activations": request.activation_scheme}},
         artifacts=list(artifacts),
         verification=VerificationInfo(
             reference="pytorch-cpu, eval mode, TF32 off", seed=request.seed,

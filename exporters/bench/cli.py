@@ -14,8 +14,8 @@ import click
 
 from exporters.backends import backends_for
 from exporters.bench.run import bench_spec, count_tasks
-from exporters.bench.timing import BenchReport, BenchSettings, describe_environment
-from exporters.contract import BackendName, BatchSelection, Device, Int8Activations
+from exporters.bench.timing import BenchReport, BenchSettings, InferenceRow, describe_environment
+from exporters.contract import INT8_ACTIVATIONS_CHOICES, BackendName, BatchSelection, Device, Int8ActivationsChoice
 from exporters.options import backend_option, batch_option
 from xception_build.cli import EXIT_CODES_HELP, json_option, set_option
 from xception_build.tables import render_table
@@ -48,8 +48,10 @@ until --min-reps calls and --budget seconds have passed.
 @click.option("--precision", "precision_text", default="fp32", show_default=True, metavar="P[,P...]",
               help="Precisions of the artifacts the onnxruntime and tensorrt rows run: fp32, fp16, int8 "
                    "(comma-separated; several are timed round-robin, with their speed vs fp32).")
-@click.option("--int8-activations", type=click.Choice(["symmetric", "asymmetric"]), default="symmetric",
-              show_default=True, help="The int8 artifacts' activations, as in xbuild export.")
+@click.option("--int8-activations", type=click.Choice(INT8_ACTIVATIONS_CHOICES), default="auto",
+              show_default=True,
+              help="The int8 artifacts' activations, as in xbuild export: auto times the asymmetric file on "
+                   "onnxruntime and the symmetric one on tensorrt.")
 @click.option("--train", is_flag=True,
               help="Also time training steps (fp32, bf16/fp16, channels_last, compile, all).")
 @click.option("--train-batch", type=click.IntRange(min=1), default=None,
@@ -67,7 +69,7 @@ until --min-reps calls and --budget seconds have passed.
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], batch: BatchSelection | None,
                   device: Device | None, backends: tuple[BackendName, ...], precision_text: str,
-                  int8_activations: Int8Activations, train: bool,
+                  int8_activations: Int8ActivationsChoice, train: bool,
                   train_batch: int | None,
                   no_reference: bool, as_json: bool, budget: float, min_reps: int, warmup: int,
                   threads: int | None, no_progress: bool) -> None:
@@ -119,6 +121,12 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.1f}%"
 
 
+def _label(row: InferenceRow) -> str:
+    """The row's backend and precision, with the activation scheme of an int8 artifact."""
+    scheme = f" ({row.int8_activations})" if row.int8_activations else ""
+    return f"{row.backend} {row.precision}{scheme}"
+
+
 def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
@@ -150,9 +158,9 @@ def format_report(report: BenchReport) -> str:
     rows = []
     for r in report.inference:
         if r.status != "ok":
-            rows.append([f"{r.backend} {r.precision}", str(r.batch), f"{r.status}: {r.reason}"])
+            rows.append([_label(r), str(r.batch), f"{r.status}: {r.reason}"])
             continue
-        rows.append([f"{r.backend} {r.precision}", str(r.batch), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.min_ms),
+        rows.append([_label(r), str(r.batch), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.min_ms),
                      f"{r.images_per_s:.1f}", str(r.reps), f"{r.setup_s:.1f}",
                      "-" if r.vs_fp32 is None else f"{r.vs_fp32:.2f}x", _pct(r.fraction_flops),
                      _pct(r.fraction_bandwidth)])

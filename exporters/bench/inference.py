@@ -39,7 +39,15 @@ from exporters.bench.timing import (
     measure_interleaved,
     one_line,
 )
-from exporters.contract import INPUT_NAME, BackendName, BatchProfile, Int8Activations, Precision
+from exporters.contract import (
+    INPUT_NAME,
+    BackendName,
+    BatchProfile,
+    Int8Activations,
+    Int8ActivationsChoice,
+    Precision,
+    int8_activations_for,
+)
 from exporters.runner import Runner
 from xception_build.errors import BackendUnavailable
 from xception_build.training import synchronize
@@ -49,16 +57,22 @@ class ArtifactFiles:
     """The files artifact backends run, made on first use and kept for the whole bench run."""
 
     def __init__(self, model: nn.Module, input_size: tuple[int, int, int], batches: tuple[int, ...],
-                 int8_activations: Int8Activations = "symmetric") -> None:
+                 int8_activations: Int8ActivationsChoice = "auto") -> None:
         self.model, self.input_size, self.int8_activations = model, input_size, int8_activations
         self.profile = BatchProfile(min(batches), max(batches), max(2, *batches))
         self._dir = tempfile.TemporaryDirectory(prefix="xbuild-bench-")
         self.folder = Path(self._dir.name)
-        self._onnx: dict[Precision, Path] = {}
+        self._onnx: dict[tuple[Precision, Int8Activations], Path] = {}
 
-    def onnx(self, precision: Precision = "fp32") -> Path:
-        """The model's ONNX artifact of ``precision``, made as ``xbuild export`` makes it (dynamic batch)."""
-        if precision not in self._onnx:
+    def scheme(self, *, tensorrt: bool) -> Int8Activations:
+        """The activations of the int8 file a backend runs, chosen as ``xbuild export`` chooses them."""
+        return int8_activations_for(self.int8_activations, tensorrt=tensorrt)
+
+    def onnx(self, precision: Precision = "fp32", *, tensorrt: bool = False) -> Path:
+        """The model's ONNX artifact of ``precision``, made as ``xbuild export`` makes it (dynamic batch)
+        for ONNX Runtime or, with ``tensorrt``, as the source of an engine."""
+        key = (precision, self.scheme(tensorrt=tensorrt))
+        if key not in self._onnx:
             from exporters.onnx.export import export_onnx, serialize, to_fp16
             from exporters.onnx.quantize import quantize_int8
 
@@ -68,21 +82,21 @@ class ArtifactFiles:
                 proto = to_fp16(proto)
             elif precision == "int8":
                 images = np.random.default_rng(0).standard_normal((16, *self.input_size), dtype=np.float32)
-                proto = quantize_int8(proto, images, activations=self.int8_activations)
-            path = self.folder / f"model.{precision}.onnx"
+                proto = quantize_int8(proto, images, activations=key[1])
+            path = self.folder / (f"model.int8.{key[1]}.onnx" if precision == "int8" else f"model.{precision}.onnx")
             path.write_bytes(serialize(proto))
-            self._onnx[precision] = path
-        return self._onnx[precision]
+            self._onnx[key] = path
+        return self._onnx[key]
 
     def plan(self, batch: int, precision: Precision = "fp32") -> Path:
         """A static TensorRT engine of ``precision`` for ``batch``, built from the ONNX it needs."""
         from exporters.tensorrt.engine import BuildSettings, build_engine, build_recipe, major_version
 
-        if precision == "int8" and self.int8_activations == "asymmetric":
+        if precision == "int8" and self.scheme(tensorrt=True) == "asymmetric":
             raise BackendUnavailable("TensorRT reads only symmetric int8: drop --int8-activations asymmetric")
         path = self.folder / f"model.{precision}.b{batch}.plan"
         settings = BuildSettings(BatchProfile(batch, batch, batch), self.input_size, precision)
-        source = self.onnx(build_recipe(major_version(), precision).onnx_precision)
+        source = self.onnx(build_recipe(major_version(), precision).onnx_precision, tensorrt=True)
         build_engine(source, path, settings, timing_cache=self.folder / "timing.cache")
         return path
 
@@ -154,8 +168,10 @@ def _bench_backend(name: BackendName, model: nn.Module, files: ArtifactFiles, se
     device = torch.device(backend.device)
     reason = backend.unavailable()
     peak = device_peak(device) if reason is None else None
-    rows = {(p, b): InferenceRow(backend=name, batch=b, precision=p) for p in settings.precisions
-            for b in settings.batches}
+    int8_scheme = files.scheme(tensorrt=isinstance(backend, ArtifactBackend) and backend.runs == "tensorrt-plan")
+    rows = {(p, b): InferenceRow(backend=name, batch=b, precision=p,
+                                 int8_activations=int8_scheme if p == "int8" else None)
+            for p in settings.precisions for b in settings.batches}
     runnable = [p for p in settings.precisions if p == "fp32" or not isinstance(backend, PytorchBackend)]
     with contextlib.ExitStack() as stack:
         openers = {p: _Opener(stack, *_runner_factory(backend, model, files, p, settings.threads)) for p in runnable}

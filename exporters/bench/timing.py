@@ -22,7 +22,7 @@ import torch
 from exporters.backends import BACKENDS, backends_for
 from exporters.bench.analysis import AnalyticFigures, fraction_of_peak
 from exporters.bench.peaks import DevicePeak, cpu_name
-from exporters.contract import PRECISIONS, BackendName, Device, Int8Activations, Precision
+from exporters.contract import PRECISIONS, BackendName, Device, Int8Activations, Int8ActivationsChoice, Precision
 from xception_build.errors import UserError, XBuildError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -39,7 +39,7 @@ class BenchSettings:
     batches: tuple[int, ...] = (1, 8)
     backends: tuple[BackendName, ...] = ()
     precisions: tuple[Precision, ...] = ("fp32",)  # of the artifacts the ONNX Runtime and TensorRT rows run
-    int8_activations: Int8Activations = "symmetric"
+    int8_activations: Int8ActivationsChoice = "auto"
     warmup: int = 2
     min_reps: int = 5
     max_reps: int = 1000
@@ -169,6 +169,7 @@ class Row:
 class InferenceRow(Row):
     backend: BackendName
     precision: Precision = "fp32"  # the artifact's (or model's) precision
+    int8_activations: Int8Activations | None = None  # the int8 artifact's activation scheme
     fraction_bandwidth: float | None = None
     vs_fp32: float | None = None  # the fp32 row's p50 / this row's, same backend and batch, timed round-robin
 

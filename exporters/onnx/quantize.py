@@ -1,9 +1,10 @@
 """fp32 ONNX -> int8 QDQ ONNX, by ONNX Runtime's own quantization tooling (not a hand-written quantizer).
 
 Static quantization in the QDQ format: per-channel symmetric int8 weights, activations with ranges
-calibrated on the given images. Two activation schemes (``--int8-activations``):
+calibrated on the given images. Two activation schemes (``--int8-activations``, whose ``auto``
+picks symmetric for an export with ``--trt`` and asymmetric otherwise):
 
-* ``symmetric`` (the default): int8, zero point 0 -- the only int8 Q/DQ TensorRT reads, so the
+* ``symmetric``: int8, zero point 0 -- the only int8 Q/DQ TensorRT reads, so the
   same file is what TensorRT builds its INT8 engine from (explicit quantization).
 * ``asymmetric``: uint8 with a zero point, ONNX Runtime only. Its ranges fold every ReLU into the
   quantization, which ONNX Runtime's CPU kernels turn into fewer float islands: measured on

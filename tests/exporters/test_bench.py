@@ -269,8 +269,8 @@ def test_an_emulated_precision_is_compared_with_the_fp32_peak() -> None:
 
 def test_int8_and_fp32_artifacts_are_timed_side_by_side() -> None:
     pytest.importorskip("onnxruntime")
-    settings = BenchSettings(batches=(2,), backends=("onnxruntime-cpu", "pytorch-cpu"), precisions=("fp32", "int8"),
-                             **FAST)
+    settings = BenchSettings(batches=(2,), backends=("onnxruntime-cpu", "pytorch-cpu", "tensorrt"),
+                             precisions=("fp32", "int8"), **FAST)
     report = run_bench(tiny, (3, 8, 8), 4, settings)
     rows = {(r.backend, r.precision): r for r in report.inference}
     fp32, int8 = rows[("onnxruntime-cpu", "fp32")], rows[("onnxruntime-cpu", "int8")]
@@ -278,6 +278,9 @@ def test_int8_and_fp32_artifacts_are_timed_side_by_side() -> None:
     assert fp32.reps == int8.reps  # round-robin: the same number of rounds for both
     assert int8.vs_fp32 == pytest.approx(fp32.p50_ms / int8.p50_ms) and fp32.vs_fp32 == pytest.approx(1.0)
     assert rows[("pytorch-cpu", "int8")].status == "skipped"
+    # --int8-activations auto: each backend times the file xbuild export would make for it
+    assert (int8.int8_activations, fp32.int8_activations) == ("asymmetric", None)
+    assert rows[("tensorrt", "int8")].int8_activations == "symmetric"
 
 
 def test_cli_precision_list_is_checked_before_any_work(run: Callable[..., Result]) -> None:

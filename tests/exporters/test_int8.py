@@ -88,8 +88,9 @@ def test_a_trained_model_exports_to_int8_that_agrees_with_fp32(int8_export: Path
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     int8_weights = [t for t in proto.graph.initializer if t.data_type == onnx.TensorProto.INT8 and len(t.dims) == 4]
     assert int8_weights  # per-channel int8 weights
-    zero_points = [t for t in proto.graph.initializer if t.name.endswith("zero_point")]
-    assert all(not np.any(onnx.numpy_helper.to_array(z)) for z in zero_points)  # symmetric: TensorRT reads it
+    # Without --trt the file is for ONNX Runtime: uint8 activations with zero points, its fast CPU path
+    assert _activation_zero_points(proto) and _metadata(proto)["xbuild.int8_activations"] == "asymmetric"
+    assert json.loads((int8_export / "manifest.json").read_text())["export"]["int8"]["activations"] == "asymmetric"
 
 
 def test_verify_judges_the_int8_artifact_again_on_the_same_held_out_images(
@@ -174,20 +175,39 @@ def test_channel_counts_int8_kernels_handle_badly_are_reported() -> None:
     assert channel_warnings(plan_spec(load_spec(CIFAR))) == []
 
 
-def test_asymmetric_activations_for_onnx_runtime_only(trained: tuple[Path, Path], tmp_path: Path, run: Run) -> None:
+def _activation_zero_points(proto: onnx.ModelProto) -> list[onnx.TensorProto]:
+    return [t for t in proto.graph.initializer
+            if t.name.endswith("zero_point") and t.data_type == onnx.TensorProto.UINT8]
+
+
+def _metadata(proto: onnx.ModelProto) -> dict[str, str]:
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def test_symmetric_activations_are_what_tensorrt_builds_from(trained: tuple[Path, Path], tmp_path: Path,
+                                                             run: Run) -> None:
     data, weights = trained
     with_trt = run("export", CIFAR, "--precision", "int8", "--calib", data, "--int8-activations", "asymmetric",
                    "--trt", "--out", tmp_path / "trt")
     assert with_trt.exit_code == 2 and "cannot be built by TensorRT, which reads only symmetric int8" in with_trt.output
-    fp32 = run("export", CIFAR, "--int8-activations", "asymmetric", "--out", tmp_path / "fp32")
+    fp32 = run("export", CIFAR, "--int8-activations", "symmetric", "--out", tmp_path / "fp32")
     assert fp32.exit_code == 2 and "go with --precision int8" in fp32.output
-    out = tmp_path / "asym"
+    # TensorRT cannot be installed here, so `--trt --precision int8` stops before exporting; the
+    # request it makes is what decides which file its engine would be built from.
+    from exporters.pipeline import ExportRequest
+
+    calib = DataSource(str(data), 8, 8)
+    for formats, scheme in (({"onnx", "tensorrt"}, "symmetric"), ({"tensorrt"}, "symmetric"), ({"onnx"}, "asymmetric")):
+        request = ExportRequest(spec=CIFAR, out=tmp_path / "r", formats=frozenset(formats),  # type: ignore[arg-type]
+                                precision="int8", calib=calib)
+        assert request.activation_scheme == scheme, formats
+
+    out = tmp_path / "sym"
     result = run("export", CIFAR, "--weights", weights, "--precision", "int8", "--calib", data, "--calib-size", "64",
-                 "--eval-size", "200", "--int8-activations", "asymmetric", "--batch", "1:8:16", "--out", out)
+                 "--eval-size", "200", "--int8-activations", "symmetric", "--batch", "1:8:16", "--out", out)
     assert result.exit_code == 0, result.output
     proto = onnx.load(out / "model.int8.onnx")
-    activation_zero_points = [t for t in proto.graph.initializer if t.name.endswith("zero_point")
-                              and t.data_type == onnx.TensorProto.UINT8]
-    assert activation_zero_points  # uint8 activations with zero points: ONNX Runtime's fast CPU path
-    assert {p.key: p.value for p in proto.metadata_props}["xbuild.int8_activations"] == "asymmetric"
+    zero_points = [t for t in proto.graph.initializer if t.name.endswith("zero_point")]
+    assert zero_points and all(not np.any(onnx.numpy_helper.to_array(z)) for z in zero_points)  # zero point 0
+    assert not _activation_zero_points(proto) and _metadata(proto)["xbuild.int8_activations"] == "symmetric"
     assert run("verify", out).exit_code == 0
