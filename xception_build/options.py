@@ -33,9 +33,10 @@ class SpecValueError(ValueError):
     """A validator's complaint about one field of the model it checks: ``at`` is that field's
     path below the model, so the error points at the field, not at the whole mapping."""
 
-    def __init__(self, message: str, at: tuple[str | int, ...] = ()) -> None:
+    def __init__(self, message: str, at: tuple[str | int, ...] = (), hint: str | None = None) -> None:
         super().__init__(message)
         self.at = at
+        self.hint = hint
 
 
 class NormOverride(StrictModel):

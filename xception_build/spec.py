@@ -287,7 +287,8 @@ def _explain(error: Mapping[str, Any], source: SpecSource, path: tuple[str | int
     if kind == "string_too_short":
         return "expected non-empty text", None
     message = error["msg"].removeprefix("Value error, ")
-    return message, None
+    cause = ctx.get("error")
+    return message, cause.hint if isinstance(cause, SpecValueError) else None
 
 
 def _error_path(error: Mapping[str, Any], data: Any) -> tuple[str | int, ...]:
@@ -306,7 +307,10 @@ def _error_path(error: Mapping[str, Any], data: Any) -> tuple[str | int, ...]:
             path = (*path, "kind")
     cause = (error.get("ctx") or {}).get("error")
     if isinstance(cause, SpecValueError):  # a model validator naming the field it is about
-        path = _data_path(data, (*path, *cause.at))
+        found = _data_path(data, (*path, *cause.at))
+        missing = (*path, *cause.at)[len(found):]
+        # a field the author left out is named all the same (reps), at the mapping that lacks it
+        path = (*found, missing[0]) if len(missing) == 1 else found
     return path
 
 

@@ -207,6 +207,23 @@ def test_a_spec_with_very_many_problems_lists_the_first_fifty(tmp_path: Path) ->
     assert "  (10 more problems in this spec, not shown)\nerror: 1 of 1 spec invalid" in result.stderr
 
 
+def test_channel_and_reps_mistakes_of_several_blocks_come_in_one_report(tmp_path: Path) -> None:
+    spec = tmp_path / "blocks.yaml"
+    spec.write_text("name: blocks\nentry:\n  blocks:\n"
+                    "    - {out: [64, 64], reps: 3}\n"
+                    "    - {out: []}\n"
+                    "    - {out: 128}\n"
+                    "exit: {blocks: [{out: 0, reps: 2}]}\n")
+    err = _load_and_plan(spec)
+    found = [(f"{p.location.line}:{p.location.column}" if p.location else None, p.spec_path, p.message)
+             for p in err.problems]
+    assert found == [("4:23", "entry.blocks[0].reps", "reps is 3 but 'out' lists 2 channel counts"),
+                     ("5:8", "entry.blocks[1].out", "'out' lists no channels"),
+                     ("6:7", "entry.blocks[2].reps", "reps is required when out is a single channel count"),
+                     ("7:18", "exit.blocks[0].out", "channel count must be positive, got 0")]
+    assert err.problems[0].hint and "drop reps" in err.problems[0].hint
+
+
 def test_checks_across_keys_follow_once_the_keys_are_valid(tmp_path: Path) -> None:
     """A mapping's own checks (size, mean per channel) need its keys valid first; planning (shapes)
     needs the whole spec valid: fixing the first round of problems shows the next."""

@@ -22,9 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
-from ..options import BlockOptions, ResolvedOptions
+from ..options import BlockOptions, ResolvedOptions, SpecValueError
 from .base import (
     MAX_REPS,
     BlockKind,
@@ -49,6 +49,30 @@ class XceptionBlockSpec(BlockOptions, BlockSpecModel):
     out: int | list[int] = Field(description="channels of each separable conv, or one count with reps")
     reps: int | None = Field(default=None, gt=0, description="number of separable convs")
     stride: int = Field(default=1, gt=0)
+
+    @model_validator(mode="after")
+    def _channels_and_reps(self) -> XceptionBlockSpec:
+        """``out`` and ``reps`` agree. Checked with the rest of the spec, so that a spec with
+        several such mistakes reports them all at once, not one per planning attempt."""
+        if isinstance(self.out, list):
+            if not self.out:
+                raise SpecValueError("'out' lists no channels", ("out",))
+            if any(c <= 0 for c in self.out):
+                raise SpecValueError(f"channel counts must be positive, got {self.out}", ("out",))
+            if len(self.out) > MAX_REPS:
+                raise SpecValueError(f"separable convs listed in out: {len(self.out):,} is out of range: "
+                                     f"at most {MAX_REPS:,}", ("out",))
+            if self.reps is not None and self.reps != len(self.out):
+                raise SpecValueError(f"reps is {self.reps} but 'out' lists {len(self.out)} channel counts",
+                                     ("reps",), hint="drop reps when out is a list; its length is the number "
+                                                     "of separable convs")
+            return self
+        if self.out <= 0:
+            raise SpecValueError(f"channel count must be positive, got {self.out}", ("out",))
+        if self.reps is None:
+            raise SpecValueError("reps is required when out is a single channel count", ("reps",),
+                                 hint="e.g. {out: 728, reps: 3}, or list the channels: {out: [728, 1024, 1024]}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -95,23 +119,12 @@ def _tap(convs: list[SepConvConfig], maxpool: bool, preact: bool) -> BlockTap:
 
 def _channel_list(spec: XceptionBlockSpec, options: ResolvedOptions, in_channels: int,
                   ctx: PlanContext) -> list[int]:
+    # out and reps agree (XceptionBlockSpec checks that); what is left depends on the limits
     if isinstance(spec.out, list):
-        if not spec.out:
-            ctx.fail("'out' lists no channels", "out")
-        if any(c <= 0 for c in spec.out):
-            ctx.fail(f"channel counts must be positive, got {spec.out}", "out")
         check_range(ctx, "out", max(spec.out), "out channels")
-        check_range(ctx, "out", len(spec.out), "separable convs listed in out:", MAX_REPS)
-        if spec.reps is not None and spec.reps != len(spec.out):
-            ctx.fail(f"reps is {spec.reps} but 'out' lists {len(spec.out)} channel counts", "reps",
-                     hint="drop reps when out is a list; its length is the number of separable convs")
         return [ctx.scale_channels(c) for c in spec.out]
-    if spec.out <= 0:
-        ctx.fail(f"channel count must be positive, got {spec.out}", "out")
+    assert spec.reps is not None
     check_range(ctx, "out", spec.out, "out channels")
-    if spec.reps is None:
-        ctx.fail("reps is required when out is a single channel count", "reps",
-                 hint="e.g. {out: 728, reps: 3}, or list the channels: {out: [728, 1024, 1024]}")
     check_range(ctx, "reps", spec.reps, "reps", MAX_REPS)
     out = ctx.scale_channels(spec.out)
     if options.grow_first:
