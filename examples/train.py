@@ -64,7 +64,7 @@ from xception_build.checkpoint import (
     save_training_state,
     state_of,
 )
-from xception_build.datasets import is_cifar10, open_data, synthetic_dataset
+from xception_build.datasets import open_data, synthetic_dataset
 from xception_build.distributed import (
     DistContext,
     all_gather_object,
@@ -133,18 +133,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_datasets(args: argparse.Namespace, spec: Spec, num_classes: int) -> tuple[Any, Any, str]:
-    """(train, validation, description) for --data (xception_build.datasets.open_data), or the
-    synthetic task without it."""
+def make_datasets(args: argparse.Namespace, spec: Spec, num_classes: int) -> tuple[Any, Any, str, bool]:
+    """(train, validation, description, whether items are decoded from files) for --data
+    (xception_build.datasets.open_data), or the synthetic task without it."""
     if args.data is None:
         height, width = spec.input.height_width
         size = (spec.input.channels, height, width)
         held_out = max(args.synthetic_size // 8, args.batch_size)
         data = synthetic_dataset(args.synthetic_size + held_out, size, num_classes, seed=args.seed)
         train, val = random_split(data, [args.synthetic_size, held_out], torch.Generator().manual_seed(0))
-        return train, val, f"synthetic ({num_classes} classes)"
+        return train, val, f"synthetic ({num_classes} classes)", False
     splits = open_data(args.data, spec.input, num_classes, seed=args.seed)
-    return splits.train, splits.val, splits.description
+    return splits.train, splits.val, splits.description, splits.decodes_files
 
 
 def make_options(args: argparse.Namespace, device: torch.device) -> TrainOptions:
@@ -209,8 +209,7 @@ def run(args: argparse.Namespace) -> int:
     # own generator), and DDP copies rank 0's parameters to all ranks anyway.
     _seed_everything(args.seed + ctx.rank)
     model = build_model(spec, seed=args.seed)
-    train_data, val_data, described = make_datasets(args, spec, model.num_classes)
-    on_disk = args.data is not None and not is_cifar10(args.data.expanduser())
+    train_data, val_data, described, on_disk = make_datasets(args, spec, model.num_classes)
     workers = args.workers if args.workers is not None else default_workers(ctx, decodes_files=on_disk)
     loader = train_loader(train_data, args.batch_size, ctx, seed=args.seed, workers=workers, pin_memory=gpu)
     val_loader = eval_loader(val_data, args.batch_size, ctx, workers=workers, pin_memory=gpu)

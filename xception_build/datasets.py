@@ -15,6 +15,7 @@ for ``DistributedSampler``) moves to the next epoch's draws.
 
 from __future__ import annotations
 
+import copy
 import functools
 import pickle
 from dataclasses import dataclass
@@ -180,8 +181,7 @@ class DataSplits:
     train: torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]
     val: torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]
     description: str
-    form: str  # cifar10 | image-folders (train/ and val/) | image-folder (10 % held out)
-    decodes_files: bool
+    decodes_files: bool  # image files decoded per item (worth loader workers), not tensors in memory
 
 
 #: the validation folder names of an image-folder dataset, in the order they are looked for
@@ -213,7 +213,7 @@ def open_data(root: str | Path, spec_input: InputSpec, num_classes: int, *, seed
         mode = spec_input.interpolation
         train = UInt8Images(*load_cifar10(root, train=True), size, norm, train=augment, seed=seed, interpolation=mode)
         val = UInt8Images(*load_cifar10(root, train=False), size, norm, interpolation=mode)
-        return DataSplits(train, val, "CIFAR-10", "cifar10", decodes_files=False)
+        return DataSplits(train, val, "CIFAR-10", decodes_files=False)
     if not root.is_dir():
         raise UserError(f"data folder {str(root)!r} does not exist or is not a directory",
                         hint="give a CIFAR-10 folder (cifar-10-batches-py) or an image folder (<class>/<image>)")
@@ -228,13 +228,14 @@ def open_data(root: str | Path, spec_input: InputSpec, num_classes: int, *, seed
                         hint=f"add --set head.num_classes={classes}")
     if split and val_dir is not None:
         return DataSplits(whole, ImageFolder(val_dir, size, norm, crop_pct=crop, interpolation=mode),
-                          f"image folder {root} ({classes} classes)", "image-folders", decodes_files=True)
+                          f"image folder {root} ({classes} classes)", decodes_files=True)
     order = torch.randperm(len(whole), generator=torch.Generator().manual_seed(seed)).tolist()
     count = max(1, len(whole) // 10)
-    held_out = torch.utils.data.Subset(ImageFolder(whole.root, size, norm, crop_pct=crop, interpolation=mode),
-                                       order[:count])
+    unaugmented = copy.copy(whole)  # the same files, listed once; read without augmentation
+    unaugmented.train = False
+    held_out = torch.utils.data.Subset(unaugmented, order[:count])
     return DataSplits(torch.utils.data.Subset(whole, order[count:]), held_out,
-                      f"image folder {root} ({classes} classes, {count} held out)", "image-folder", decodes_files=True)
+                      f"image folder {root} ({classes} classes, {count} held out)", decodes_files=True)
 
 
 def load_cifar10(root: str | Path, *, train: bool = True) -> tuple[torch.Tensor, torch.Tensor]:

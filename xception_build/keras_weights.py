@@ -83,14 +83,18 @@ def to_torch(kind: str, role: str, array: np.ndarray[Any, Any]) -> torch.Tensor:
     return tensor
 
 
-def _kind_of(roles: set[str], kernel_ndim: int) -> str | None:
-    if "depthwise_kernel" in roles:
-        return "sepconv"
-    if "gamma" in roles or "moving_mean" in roles:
-        return "bn"
-    if "kernel" in roles:
-        return "conv" if kernel_ndim == 4 else "dense"
-    return None
+def _layer(name: str, arrays: dict[str, np.ndarray]) -> KerasLayer:
+    """A layer, its kind told by the roles of its arrays (the same rule for both file layouts)."""
+    kernel = arrays.get("kernel")
+    if "depthwise_kernel" in arrays:
+        kind = "sepconv"
+    elif "gamma" in arrays or "moving_mean" in arrays:
+        kind = "bn"
+    elif kernel is not None:
+        kind = "conv" if kernel.ndim == 4 else "dense"
+    else:
+        kind = "unknown"
+    return KerasLayer(name, kind, arrays)
 
 
 def _attr_list(group: Any, name: str) -> list[str]:
@@ -114,9 +118,7 @@ def _read_keras2(group: Any, where: Location) -> list[KerasLayer]:
             role = weight.rsplit("/", 1)[-1].split(":")[0]
             arrays[role] = np.asarray(layer_group[weight])
         if arrays:
-            kernel = arrays.get("kernel")
-            kind = _kind_of(set(arrays), kernel.ndim if kernel is not None else 0)
-            layers.append(KerasLayer(name, kind or "unknown", arrays))
+            layers.append(_layer(name, arrays))
     return layers
 
 
@@ -137,10 +139,7 @@ def _read_keras3(root: Any, where: Location) -> list[KerasLayer]:
         roles = _KERAS3_VARIABLES.get(kind_name, ())
         arrays = {roles[int(i)] if int(i) < len(roles) else i: np.asarray(variables[i])
                   for i in sorted(variables, key=int)}
-        kind = {"conv2d": "conv", "separable_conv2d": "sepconv", "batch_normalization": "bn",
-                "dense": "dense"}.get(kind_name, "unknown")
-        found.append((kind_name, number, KerasLayer(name.decode() if isinstance(name, bytes) else str(name),
-                                                    kind, arrays)))
+        found.append((kind_name, number, _layer(name.decode() if isinstance(name, bytes) else str(name), arrays)))
     # Groups are numbered per class in model order: that order is kept within each class.
     return [layer for _, _, layer in sorted(found, key=lambda item: (item[0], item[1]))]
 
@@ -187,8 +186,8 @@ def _units(layers: list[KerasLayer], model: XceptionNet) -> tuple[dict[UnitKey, 
                          else ("block", blocks.index(order[0]), "main"))
         _add(groups, tensors, unit, layer)
     keys = list(model.state_dict())
-    with_projection = [index for index, name in enumerate(_block_names(model))
-                       if any(k.startswith(f"{name}.shortcut.") for k in keys)]
+    with_projection = [index for index, block in enumerate(model.plan.flow_blocks)
+                       if any(k.startswith(f"{block.module_name}.shortcut.") for k in keys)]
     residuals = list(zip(anonymous["conv"], anonymous["bn"], strict=False))
     if len(anonymous["conv"]) != len(anonymous["bn"]) or len(residuals) != len(with_projection):
         problems.append(f"structure: the file has {len(anonymous['conv'])} residual convolutions and "
@@ -197,10 +196,6 @@ def _units(layers: list[KerasLayer], model: XceptionNet) -> tuple[dict[UnitKey, 
         for layer in (conv, norm):
             _add(groups, tensors, ("block", index, "shortcut"), layer)
     return groups, tensors, problems
-
-
-def _block_names(model: XceptionNet) -> list[str]:
-    return [b.module_name for b in model.plan.blocks if ".stem." not in b.module_name]
 
 
 def _add(groups: dict[UnitKey, list[str]], tensors: StateDict, unit: UnitKey, layer: KerasLayer) -> None:

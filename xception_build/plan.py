@@ -95,6 +95,11 @@ class Plan:
         return tuple(b for flow in self.flows for b in (*flow.stem, *flow.blocks))
 
     @property
+    def flow_blocks(self) -> tuple[PlannedBlock, ...]:
+        """The flows' blocks without their stems, in forward order: the blocks weight files number."""
+        return tuple(b for flow in self.flows for b in flow.blocks)
+
+    @property
     def feature_shape(self) -> Shape:
         return self.blocks[-1].out_shape
 

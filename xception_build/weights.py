@@ -141,10 +141,11 @@ def full_network(model: XceptionNet | XceptionFeatures) -> XceptionNet:
         return XceptionNet(model.full_plan, flows, model.spec)
 
 
-def _fit(model: XceptionNet | XceptionFeatures, checkpoint: StateDict, source: str, layout: str) -> None:
-    """Check a checkpoint in our names against the network, then copy it in whole. A features-only
-    model takes a checkpoint of its whole network and keeps the part it has (as timm's do)."""
-    network = full_network(model)
+def _fit(model: XceptionNet | XceptionFeatures, network: XceptionNet, checkpoint: StateDict, source: str,
+         layout: str) -> None:
+    """Check a checkpoint in our names against the network (``full_network(model)``), then copy it
+    in whole. A features-only model takes a checkpoint of its whole network and keeps the part it
+    has (as timm's do)."""
     problems = _differences(network.state_dict(), checkpoint)
     if network is not model and problems and layout == "xception-build":
         problems = _differences(model.state_dict(), checkpoint)  # a checkpoint of the cut model itself
@@ -158,9 +159,10 @@ def _fit(model: XceptionNet | XceptionFeatures, checkpoint: StateDict, source: s
 def load_state(model: XceptionNet | XceptionFeatures, checkpoint: StateDict, source: str = "<state dict>") -> str:
     """Load a state dict in our layout or a timm layout; returns the layout name it read."""
     layout = detect_layout(checkpoint)
+    network = full_network(model)
     if layout != "xception-build":
-        checkpoint = translate_timm(full_network(model), checkpoint, layout, source)
-    _fit(model, checkpoint, source, layout)
+        checkpoint = translate_timm(network, checkpoint, layout, source)
+    _fit(model, network, checkpoint, source, layout)
     return layout
 
 
@@ -173,7 +175,7 @@ def load_weights(model: XceptionNet | XceptionFeatures, path: str | os.PathLike[
         network = full_network(model)
         groups, tensors, problems = keras_units(network, path)
         checkpoint = pair_units(network, groups, tensors, "keras", str(path), problems, fill_batch_counts=True)
-        _fit(model, checkpoint, str(path), "keras")
+        _fit(model, network, checkpoint, str(path), "keras")
         return "keras"
     return load_state(model, read_checkpoint(path), str(path))
 
@@ -226,8 +228,8 @@ def _aligned_unit(key: str, n_blocks: int) -> UnitKey | None:
 
 
 def _our_unit(model: XceptionNet) -> Callable[[str], UnitKey | None]:
-    stems = {b.module_name for b in model.plan.blocks if ".stem." in b.module_name}
-    blocks = [b.module_name for b in model.plan.blocks if b.module_name not in stems]
+    stems = {b.module_name for flow in model.plan.flows for b in flow.stem}
+    blocks = [b.module_name for b in model.plan.flow_blocks]
 
     def unit(key: str) -> UnitKey | None:
         if any(key.startswith(name + ".") for name in stems):
