@@ -11,9 +11,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "train.py"
-WORKER = Path(__file__).resolve().parent / "ddp_worker.py"
+WORKER = ROOT / "tests" / "training" / "ddp_worker.py"
 CIFAR = ROOT / "specs" / "xception_cifar.yaml"
 #: middle.repeat=1: a quarter of the small spec's middle flow (every block kind remains); dropout off
 SMALL = ["--set", "middle.repeat=1", "--set", "head.dropout=0"]

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import pytest
 import torch
+from checkpoints import refused
 from keras.src.legacy.saving import legacy_h5_format
 from spec_files import SPECS
 from torch.nn import functional as F
@@ -172,11 +173,7 @@ def test_keras_weights_without_top(keras_files: dict[str, Any]) -> None:
         with torch.no_grad():
             features = model(torch.from_numpy(keras_files["inputs"][size]))
         torch.testing.assert_close(features, keras_files["features"][size], rtol=1e-4, atol=1e-4)
-    with_head = build_model(KERAS_SPEC)
-    before = {k: v.clone() for k, v in with_head.state_dict().items()}
-    with pytest.raises(CheckpointError, match="missing: head.fc.weight"):
-        load_weights(with_head, folder / "xception_keras2_notop.h5")
-    assert all(torch.equal(before[k], v) for k, v in with_head.state_dict().items())
+    assert "missing: head.fc.weight" in refused(build_model(KERAS_SPEC), folder / "xception_keras2_notop.h5")
 
 
 def test_keras_weights_into_a_backbone(keras_files: dict[str, Any]) -> None:
@@ -193,10 +190,7 @@ def test_a_keras_file_of_another_network_is_refused_whole(tmp_path: Path, keras_
     small.save_weights(tmp_path / "small.weights.h5")
     for model, path in ((build_model(KERAS_SPEC), tmp_path / "small.weights.h5"),
                         (build_model(SPECS / "xception41.yaml"), keras_files["folder"] / "xception_keras2.h5")):
-        before = {k: v.clone() for k, v in model.state_dict().items()}
-        with pytest.raises(CheckpointError, match="does not fit the model; nothing was loaded"):
-            load_weights(model, path)
-        assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+        assert "does not fit the model; nothing was loaded" in refused(model, path)
 
 
 def test_keras_files_that_cannot_be_read(tmp_path: Path, keras_files: dict[str, Any]) -> None:

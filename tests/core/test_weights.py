@@ -6,22 +6,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from checkpoints import refused, same_state
 from spec_files import SPECS
 
 from xception_build import build_model
-from xception_build.errors import CheckpointError
 from xception_build.weights import load_weights, read_checkpoint, save_weights
-
-
-def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_safetensors_roundtrip(cifar_spec: Path, tmp_path: Path) -> None:
     source, target = build_model(cifar_spec, seed=1), build_model(cifar_spec, seed=2)
     save_weights(source, tmp_path / "w.safetensors")
     assert load_weights(target, tmp_path / "w.safetensors") == "xception-build"
-    assert _same(source.state_dict(), target.state_dict())
+    assert same_state(source.state_dict(), target.state_dict())
 
 
 @pytest.mark.parametrize("wrap", ["plain", "state_dict", "ddp"])
@@ -36,15 +32,7 @@ def test_torch_state_dict_roundtrip(cifar_spec: Path, tmp_path: Path, wrap: str)
         payload = {"state_dict": state}
         torch.save(payload, tmp_path / "w.pth")
     load_weights(target, tmp_path / "w.pth")
-    assert _same(state, target.state_dict())
-
-
-def _refused(model: torch.nn.Module, path: Path) -> str:
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(CheckpointError) as info:
-        load_weights(model, path)
-    assert _same(before, model.state_dict()), "a refused checkpoint must leave the model untouched"
-    return str(info.value)
+    assert same_state(state, target.state_dict())
 
 
 def test_checkpoint_that_does_not_fit_is_refused_whole(cifar_spec: Path, tmp_path: Path) -> None:
@@ -54,39 +42,39 @@ def test_checkpoint_that_does_not_fit_is_refused_whole(cifar_spec: Path, tmp_pat
     state["entry.blocks.0.main.sep1.dw.weight"] = torch.zeros(1, 1, 3, 3)
     state["extra.weight"] = torch.zeros(2)
     torch.save(state, tmp_path / "bad.pt")
-    message = _refused(model, tmp_path / "bad.pt")
+    message = refused(model, tmp_path / "bad.pt")
     assert "missing: head.fc.bias" in message
     assert "unexpected: extra.weight" in message
     assert "shape: entry.blocks.0.main.sep1.dw.weight" in message
     assert "nothing was loaded" in message
 
 
-def test_timm_checkpoint_of_another_variant_is_refused(tmp_path: Path) -> None:
+def test_timm_checkpoint_of_another_variant_isrefused(tmp_path: Path) -> None:
     from reference import reference_state_dict
 
     torch.save(reference_state_dict("xception41"), tmp_path / "x41.pth")
     model = build_model(SPECS / "xception65.yaml")
-    message = _refused(model, tmp_path / "x41.pth")
+    message = refused(model, tmp_path / "x41.pth")
     assert "timm-aligned" in message and "the checkpoint has 13 blocks, the model 21" in message
 
 
 def test_pickled_objects_are_not_loaded(cifar_spec: Path, tmp_path: Path) -> None:
     torch.save(build_model(cifar_spec), tmp_path / "model.pt")  # a whole pickled module
-    message = _refused(build_model(cifar_spec), tmp_path / "model.pt")
+    message = refused(build_model(cifar_spec), tmp_path / "model.pt")
     assert "weights_only" in message or "state dict" in message
 
 
 @pytest.mark.parametrize("content", [b"", b"not a checkpoint at all", b"\x00" * 64])
 def test_garbage_files_give_a_clean_error(cifar_spec: Path, tmp_path: Path, content: bytes) -> None:
     (tmp_path / "w.safetensors").write_bytes(content)
-    _refused(build_model(cifar_spec), tmp_path / "w.safetensors")
+    refused(build_model(cifar_spec), tmp_path / "w.safetensors")
     (tmp_path / "w.pt").write_bytes(content)
-    _refused(build_model(cifar_spec), tmp_path / "w.pt")
+    refused(build_model(cifar_spec), tmp_path / "w.pt")
 
 
 def test_missing_file_and_directory(cifar_spec: Path, tmp_path: Path) -> None:
-    assert "not found" in _refused(build_model(cifar_spec), tmp_path / "nope.safetensors")
-    assert "directory" in _refused(build_model(cifar_spec), tmp_path)
+    assert "not found" in refused(build_model(cifar_spec), tmp_path / "nope.safetensors")
+    assert "directory" in refused(build_model(cifar_spec), tmp_path)
 
 
 def test_read_checkpoint_returns_tensors(cifar_spec: Path, tmp_path: Path) -> None:
@@ -103,7 +91,7 @@ def test_save_into_a_missing_folder_is_an_oserror(cifar_spec: Path, tmp_path: Pa
 
 
 def test_a_spec_given_as_weights_is_named_without_internal_text(cifar_spec: Path) -> None:
-    message = _refused(build_model(cifar_spec), cifar_spec)
+    message = refused(build_model(cifar_spec), cifar_spec)
     assert "not a weights file: neither a safetensors file nor a torch checkpoint" in message
     assert "pop from empty list" not in message and "Unpickl" not in message
 
@@ -115,7 +103,7 @@ def test_the_cause_of_a_misfit_leads_and_what_is_cut_is_counted(cifar_spec: Path
     state = build_model(cifar_spec, overrides=["head.num_classes=5"]).state_dict()
     state.update({f"extra.{i}.num_batches_tracked": torch.zeros((), dtype=torch.long) for i in range(20)})
     torch.save(state, tmp_path / "other.pt")
-    lines = _refused(model, tmp_path / "other.pt").splitlines()
+    lines = refused(model, tmp_path / "other.pt").splitlines()
     listed = [line.strip() for line in lines if line.startswith("    ")]
     assert listed[0].startswith("shape: head.fc.weight") and listed[1].startswith("shape: head.fc.bias")
     assert listed[-1] == "... and 10 more"

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,13 +16,12 @@ import numpy as np
 import onnx
 import pytest
 from click.testing import Result
+from launch import CIFAR, EXAMPLE, ROOT, explain, python
 
 from exporters.calibration import DataSource, load_images
 from exporters.onnx.quantize import channel_warnings
 from xception_build import load_spec, plan_spec
 
-ROOT = Path(__file__).resolve().parents[2]
-CIFAR = ROOT / "specs" / "xception_cifar.yaml"
 Run = Callable[..., Result]
 
 
@@ -51,11 +48,9 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("int8")
     data = make_image_folder(root / "images")
     weights = root / "trained.safetensors"
-    done = subprocess.run([sys.executable, str(ROOT / "examples" / "train.py"), str(CIFAR), "--data", str(data),
-                           "--epochs", "2", "--batch-size", "32", "--device", "cpu", "--workers", "0",
-                           "--recipe", "modern", "--out", str(weights), "--no-progress"],
-                          capture_output=True, text=True, timeout=1200, cwd=root)
-    assert done.returncode == 0, done.stdout + done.stderr
+    done = python(EXAMPLE, CIFAR, "--data", data, "--epochs", "2", "--batch-size", "32", "--device", "cpu",
+                  "--workers", "0", "--recipe", "modern", "--out", weights, "--no-progress", timeout=1200)
+    assert done.returncode == 0, explain(done)
     return data, weights
 
 
