@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .blocks import BlockSpecModel, kind_of
-from .errors import Location
 from .options import ResolvedOptions, resolve_options
 from .plan import Plan, plan_spec
 from .source import format_path
@@ -129,18 +128,19 @@ class _Side:
         self.spec = spec
         self.plan: Plan = plan_spec(spec)
         self.costs: dict[str, tuple[int, int]] = {}
+        self.places: dict[str, tuple[str | None, int | None]] = {}  # spec path -> (file, line)
         for block in self.plan.blocks:
             params, macs = self.costs.get(block.spec_path, (0, 0))
             self.costs[block.spec_path] = (params + block.params, macs + block.macs)
+            self.places.setdefault(block.spec_path, (block.file, block.line))
 
     def entries(self, flow: str, part: str) -> list[BlockSpecModel]:
         return list(getattr(getattr(self.spec, flow), part))
 
     def cite(self, flow: str, part: str, index: int) -> Cited:
         path = format_path((flow, part, index))
-        where: Location | None = self.spec.source.location_of((flow, part, index)) if self.spec.source else None
         params, macs = self.costs.get(path, (0, 0))
-        return Cited(path, where.file if where else None, where.line if where else None, params, macs)
+        return Cited(path, *self.places.get(path, (None, None)), params, macs)
 
     def flow_costs(self) -> dict[str, tuple[int, int]]:
         costs = {flow.name: (sum(b.params for b in (*flow.stem, *flow.blocks)),

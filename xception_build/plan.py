@@ -37,6 +37,7 @@ class PlannedBlock:
     macs: int
     config: object  # the kind's own build config (BLOCK_KINDS[kind].build takes it)
     line: int | None  # line of the spec entry, when known
+    file: str | None = None  # the file that line is in (a parent of an ``extends``, or "--set ...")
     stride: int = 1  # the stride it applies (after output_stride)
     dilation: int = 1
 
@@ -256,7 +257,8 @@ def _plan_entry(spec: Spec, flow_name: str, part: str, index: int, entry: BlockS
             module_name=module_name, spec_path=ctx.spec_path, repeat=(copy, copies),
             flow=flow_name, kind=kind.name, in_shape=shape, out_shape=result.out_shape,
             params=result.params, macs=result.macs, config=result.config,
-            line=location.line if location else None, stride=stride, dilation=dilation))
+            line=location.line if location else None, file=location.file if location else None,
+            stride=stride, dilation=dilation))
         walk.previous, walk.previous_spec_path = module_name, ctx.spec_path
         shape = result.out_shape
     return shape

@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .plan import Plan, PlannedBlock
+from .plan import Plan
 from .source import SpecSource
 from .tables import render_table
-from .variants import parse_override_path
 
 
 def _human(count: int) -> str:
@@ -21,14 +20,6 @@ def _human(count: int) -> str:
         if count >= size:
             return f"{count / size:.2f}{unit}"
     return str(count)
-
-
-def _written_at(block: PlannedBlock, source: SpecSource | None) -> tuple[str | None, int | None]:
-    """(file, line) of the spec entry a block came from; ``--set ...`` as the file of an override."""
-    if source is None:
-        return None, block.line
-    location = source.location_of(parse_override_path(block.spec_path))
-    return (location.file, location.line) if location is not None else (None, None)
 
 
 def head_kind(pool: str, num_classes: int) -> str:
@@ -41,13 +32,13 @@ def head_kind(pool: str, num_classes: int) -> str:
 def summary_data(plan: Plan, spec_file: str | None = None, source: SpecSource | None = None) -> dict[str, Any]:
     """Everything the table shows, as plain data (stable keys: scripts read this).
 
-    ``source`` (the loaded spec's, ``spec.source``) names the file of each row's ``line``."""
+    ``source`` (the loaded spec's, ``spec.source``) places the head; each block row cites the file and
+    line the planner recorded (``--set ...`` as the file of an override)."""
     rows: list[dict[str, Any]] = []
     for block in plan.blocks:
-        file, line = _written_at(block, source)
         rows.append({
             "flow": block.flow, "module": block.module_name, "spec_path": block.spec_path,
-            "file": file, "line": line, "repeat": list(block.repeat), "kind": block.kind,
+            "file": block.file, "line": block.line, "repeat": list(block.repeat), "kind": block.kind,
             "input_shape": list(block.in_shape.as_tuple()), "output_shape": list(block.out_shape.as_tuple()),
             "params": block.params, "macs": block.macs,
         })

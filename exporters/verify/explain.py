@@ -28,8 +28,6 @@ from exporters.onnx.runtime import OnnxRuntimeRunner
 from exporters.runner import strict_fp32
 from exporters.verify.compare import Tolerance, sample_cosines, scaled_errors
 from xception_build.errors import UserError
-from xception_build.source import format_path
-from xception_build.spec import FLOWS
 from xception_build.tables import render_table
 
 if TYPE_CHECKING:
@@ -195,11 +193,11 @@ def explain(model: XceptionNet, artifact_path: str | Path, precision: Precision,
         with OnnxRuntimeRunner(copy, threads=threads) as runner:  # first: it rejects feeds the file cannot take
             outputs = runner.infer({INPUT_NAME: inputs})
     reference = _reference(model, [b.module for b in blocks], inputs)
-    places = _spec_places(spec if spec is not None else model.spec)
+    head_file, head_line = _head_place(spec if spec is not None else model.spec)
     rows = []
     for block, tensor in [*((planned[b.module], t) for b, t in zip(blocks, tensors, strict=True)), (None, OUTPUT_NAME)]:
         module, spec_path = (block.module_name, block.spec_path) if block else (HEAD, HEAD)
-        file, line = places.get(spec_path, (None, block.line if block else None))
+        file, line = (block.file, block.line) if block else (head_file, head_line)
         rows.append(_judge(module, spec_path, block.repeat if block else (1, 1), file, line,
                            reference[module], outputs[tensor], precision, tolerance, path))
     mapped = {b.module for b in blocks}
@@ -207,19 +205,10 @@ def explain(model: XceptionNet, artifact_path: str | Path, precision: Precision,
                        [name for name in planned if name not in mapped])
 
 
-def _spec_places(spec: Spec | None) -> dict[str, tuple[str, int | None]]:
-    """Spec path of every stem and block entry, and the head -> (file, line) it is written at."""
-    if spec is None or spec.source is None:
-        return {}
-    keys: list[tuple[str | int, ...]] = [(HEAD,)]
-    keys += [(flow, part, i) for flow in FLOWS for part in ("stem", "blocks")
-             for i in range(len(getattr(getattr(spec, flow), part)))]
-    places = {}
-    for key in keys:
-        location = spec.source.location_of(key)
-        if location is not None:
-            places[format_path(key)] = (location.file, location.line)
-    return places
+def _head_place(spec: Spec | None) -> tuple[str | None, int | None]:
+    """(file, line) the head is written at (the blocks carry theirs in the plan)."""
+    location = spec.source.location_of((HEAD,)) if spec is not None and spec.source is not None else None
+    return (location.file, location.line) if location is not None else (None, None)
 
 
 def _reference(model: XceptionNet, modules: list[str], inputs: np.ndarray) -> dict[str, np.ndarray]:
