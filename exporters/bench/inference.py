@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import math
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -52,6 +54,9 @@ from exporters.runner import Runner
 from xception_build.errors import BackendUnavailable
 from xception_build.training import synchronize
 
+if TYPE_CHECKING:
+    import onnx
+
 
 class ArtifactFiles:
     """The files artifact backends run, made on first use and kept for the whole bench run."""
@@ -62,28 +67,36 @@ class ArtifactFiles:
         self.profile = BatchProfile(min(batches), max(batches), max(2, *batches))
         self._dir = tempfile.TemporaryDirectory(prefix="xbuild-bench-")
         self.folder = Path(self._dir.name)
-        self._onnx: dict[tuple[Precision, Int8Activations], Path] = {}
+        self._onnx: dict[tuple[Precision, Int8Activations | None], Path] = {}
 
     def scheme(self, *, tensorrt: bool) -> Int8Activations:
         """The activations of the int8 file a backend runs, chosen as ``xbuild export`` chooses them."""
         return int8_activations_for(self.int8_activations, tensorrt=tensorrt)
 
+    @functools.cached_property
+    def _fp32(self) -> onnx.ModelProto:
+        """The one export every precision is made from, as ``xbuild export`` makes them (dynamic batch)."""
+        from exporters.onnx.export import export_onnx
+
+        cpu_copy = copy.deepcopy(self.model).to("cpu").eval()  # the exporter traces on CPU
+        return export_onnx(cpu_copy, self.input_size, profile=self.profile)
+
     def onnx(self, precision: Precision = "fp32", *, tensorrt: bool = False) -> Path:
-        """The model's ONNX artifact of ``precision``, made as ``xbuild export`` makes it (dynamic batch)
-        for ONNX Runtime or, with ``tensorrt``, as the source of an engine."""
-        key = (precision, self.scheme(tensorrt=tensorrt))
+        """The model's ONNX artifact of ``precision`` for ONNX Runtime or, with ``tensorrt``, as the
+        source of an engine (only int8 differs: its activation scheme)."""
+        scheme = self.scheme(tensorrt=tensorrt) if precision == "int8" else None
+        key = (precision, scheme)
         if key not in self._onnx:
-            from exporters.onnx.export import export_onnx, serialize, to_fp16
+            from exporters.onnx.export import serialize, to_fp16
             from exporters.onnx.quantize import quantize_int8
 
-            cpu_copy = copy.deepcopy(self.model).to("cpu").eval()  # the exporter traces on CPU
-            proto = export_onnx(cpu_copy, self.input_size, profile=self.profile)
+            proto = self._fp32
             if precision == "fp16":
                 proto = to_fp16(proto)
-            elif precision == "int8":
+            elif scheme is not None:
                 images = np.random.default_rng(0).standard_normal((16, *self.input_size), dtype=np.float32)
-                proto = quantize_int8(proto, images, activations=key[1])
-            path = self.folder / (f"model.int8.{key[1]}.onnx" if precision == "int8" else f"model.{precision}.onnx")
+                proto = quantize_int8(proto, images, activations=scheme)
+            path = self.folder / (f"model.int8.{scheme}.onnx" if scheme else f"model.{precision}.onnx")
             path.write_bytes(serialize(proto))
             self._onnx[key] = path
         return self._onnx[key]
