@@ -51,10 +51,8 @@ class PytorchBackend(Backend):
                 return f"no CUDA GPU is visible to torch {torch.__version__}"
         return None
 
-    def runner(self, model: nn.Module, input_size: tuple[int, int, int], *, strict_fp32: bool = True,
-               source: str = "pytorch") -> TorchRunner:
-        return TorchRunner(model, input_size, device=self.device, compile=self.compile,
-                           strict_fp32=strict_fp32, source=source)
+    def runner(self, model: nn.Module, input_size: tuple[int, int, int], *, strict_fp32: bool = True) -> TorchRunner:
+        return TorchRunner(model, input_size, device=self.device, compile=self.compile, strict_fp32=strict_fp32)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ OUTPUT_NAME = "logits"
 #: What a manifest lists. Model artifacts are the ones a backend runs.
 ArtifactKind = Literal["onnx", "tensorrt-plan", "tensorrt-sidecar", "weights", "spec"]
 ModelArtifactKind = Literal["onnx", "tensorrt-plan"]
-MODEL_ARTIFACT_KINDS: tuple[ModelArtifactKind, ...] = get_args(ModelArtifactKind)
 
 
 def model_kind(kind: ArtifactKind) -> ModelArtifactKind | None:
@@ -51,7 +50,6 @@ def int8_activations_for(choice: Int8ActivationsChoice, *, tensorrt: bool) -> In
     return choice
 
 Device = Literal["cpu", "cuda"]
-DEVICES: tuple[Device, ...] = get_args(Device)
 
 #: Every backend, by the one name used in options, reports, manifests and docs.
 BackendName = Literal["pytorch-cpu", "pytorch-cuda", "pytorch-compile-cpu", "pytorch-compile-cuda",

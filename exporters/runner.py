@@ -35,7 +35,7 @@ class Runner(ABC):
 
     def __init__(self, backend: BackendName, source: str) -> None:
         self.backend = backend
-        self.source = source  # what the runner runs, for messages (a file name, or the spec's name)
+        self.source = source  # what the runner runs, for messages (a file name, or "pytorch")
         self.inputs: tuple[TensorSpec, ...] = ()
         self.profile: BatchProfile | None = None
         self.loaded = False
@@ -137,8 +137,8 @@ class TorchRunner(Runner):
     """
 
     def __init__(self, model: nn.Module, input_size: tuple[int, int, int], *, device: Device = "cpu",
-                 compile: bool = False, strict_fp32: bool = True, source: str = "pytorch") -> None:
-        super().__init__(_TORCH_BACKENDS[(compile, device)], source)
+                 compile: bool = False, strict_fp32: bool = True) -> None:
+        super().__init__(_TORCH_BACKENDS[(compile, device)], "pytorch")
         self.model = model
         self.input_size = input_size
         self.device = device

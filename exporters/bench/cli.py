@@ -12,7 +12,6 @@ import sys
 
 import click
 
-from exporters.backends import backends_for
 from exporters.bench.run import bench_spec, count_tasks
 from exporters.bench.timing import BenchReport, BenchSettings, InferenceRow, describe_environment
 from exporters.contract import INT8_ACTIVATIONS_CHOICES, BackendName, BatchSelection, Device, Int8ActivationsChoice
@@ -84,7 +83,7 @@ def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], ba
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     sizes = batch.sizes if batch is not None else ((1, 8, 64) if device == "cuda" else (1, 8))
     precisions = tuple(dict.fromkeys(p.strip() for p in precision_text.split(",") if p.strip()))
-    settings = BenchSettings(device=device, batches=sizes, backends=backends or backends_for(device),
+    settings = BenchSettings(device=device, batches=sizes, backends=backends,
                              precisions=precisions,  # type: ignore[arg-type]  # checked by BenchSettings
                              int8_activations=int8_activations,
                              warmup=warmup, min_reps=min_reps, budget_s=budget, train=train,

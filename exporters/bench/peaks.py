@@ -16,9 +16,6 @@ from dataclasses import dataclass, field
 
 import torch
 
-#: Precisions whose peak the bench compares with.
-PEAK_PRECISIONS = ("fp32", "tf32", "bf16", "fp16", "int8")
-
 
 @dataclass(frozen=True)
 class DevicePeak:

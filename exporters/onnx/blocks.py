@@ -89,22 +89,24 @@ def read_blocks(proto: onnx.ModelProto) -> list[BlockTensors]:
         return []
 
 
-def observed_tensor(proto: onnx.ModelProto, tensor: str) -> str:
-    """The value the next block actually reads: in a quantized graph, the dequantized copy of ``tensor``."""
+def observed_tensors(proto: onnx.ModelProto) -> dict[str, str]:
+    """What the next block actually reads of each quantized tensor: in a quantized graph, its
+    dequantized copy (the first one in node order, where a tensor is quantized more than once)."""
     producers = {out: node for node in proto.graph.node for out in node.output}
+    observed: dict[str, str] = {}
     for node in proto.graph.node:
-        if node.op_type == "DequantizeLinear" and node.input[0] in producers:
-            quant = producers[node.input[0]]
-            if quant.op_type == "QuantizeLinear" and quant.input[0] == tensor:
-                return node.output[0]
-    return tensor
+        quant = producers.get(node.input[0]) if node.op_type == "DequantizeLinear" else None
+        if quant is not None and quant.op_type == "QuantizeLinear":
+            observed.setdefault(quant.input[0], node.output[0])
+    return observed
 
 
 def with_block_outputs(proto: onnx.ModelProto, blocks: Sequence[BlockTensors]) -> tuple[onnx.ModelProto, list[str]]:
     """A diagnostic copy of ``proto`` whose extra graph outputs are the blocks' outputs (never installed)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(proto)
-    names = [observed_tensor(copy, b.output) for b in blocks]
+    observed = observed_tensors(copy)
+    names = [observed.get(b.output, b.output) for b in blocks]
     inferred = onnx.shape_inference.infer_shapes(copy)
     types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
     present = {o.name for o in copy.graph.output}
