@@ -28,7 +28,7 @@ from exporters.contract import (
     Int8ActivationsChoice,
     Precision,
 )
-from exporters.options import backend_option, batch_option, tolerance_option
+from exporters.options import backend_option, batch_option, explain_option, tolerance_option
 from xception_build.cli import EXIT_CODES_HELP, json_option, set_option
 from xception_build.errors import UserError
 from xception_build.files import check_output_file
@@ -78,9 +78,7 @@ Examples:
 @click.option("--out", "out", type=click.Path(path_type=Path), default=Path("build"), show_default=True,
               help="Output folder; its previous export is replaced only once the new one is complete.")
 @click.option("--workspace-gib", type=float, default=4.0, show_default=True, help="TensorRT workspace limit.")
-@click.option("--explain", is_flag=True,
-              help="Compare every ONNX artifact with PyTorch block by block and name the first block that "
-                   "leaves the tolerance (done for failed artifacts without asking).")
+@explain_option
 @tolerance_option
 @json_option
 def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], want_onnx: bool,
@@ -144,9 +142,7 @@ Examples:
 @set_option
 @batch_option("Batch sizes for --onnx (default: the file's own profile).")
 @backend_option("Run only these backends (default: every one this machine has).")
-@click.option("--explain", is_flag=True,
-              help="Compare every ONNX artifact with PyTorch block by block and name the first block that "
-                   "leaves the tolerance (done for failed artifacts without asking).")
+@explain_option
 @click.option("--data", metavar="DATA",
               help="int8 artifacts: read their held-out images from this folder (default: where the manifest "
                    "says; required with an int8 --onnx file).")

@@ -8,7 +8,6 @@ is checked when parsed, before any work starts.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -30,7 +29,7 @@ def _batch(ctx: click.Context, param: click.Parameter, value: str | None) -> Bat
 
 
 def _tolerances(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
-    from exporters.verify.compare import TOLERANCE_NAMES
+    from exporters.verify.compare import TOLERANCE_NAMES, bound_problem
 
     bounds: dict[str, float] = {}
     for value in values:
@@ -42,9 +41,8 @@ def _tolerances(ctx: click.Context, param: click.Parameter, values: tuple[str, .
             bound = float(number)
         except ValueError:
             raise UserError(f"--tolerance {value!r}: {number.strip()!r} is not a number") from None
-        if not (math.isfinite(bound) and bound >= 0) or (name.startswith("min_") and bound > 1):
-            raise UserError(f"--tolerance {value!r}: must be a finite number >= 0"
-                            + (" and at most 1 (a fraction)" if name.startswith("min_") else ""))
+        if (problem := bound_problem(name, bound)) is not None:
+            raise UserError(f"--tolerance {value!r}: {problem}")
         bounds[name] = bound
     return bounds
 
@@ -60,6 +58,13 @@ def batch_option(help_text: str) -> Callable[[F], F]:
     return click.option("--batch", "batch", callback=_batch, metavar="MIN:OPT:MAX|N|N,N,...",
                         help=f"{help_text} MIN:OPT:MAX is a profile (runs MIN, OPT and MAX); N one size; "
                              "N,N,... a list of sizes.")
+
+
+def explain_option(f: F) -> F:
+    return click.option(
+        "--explain", is_flag=True,
+        help="Compare every ONNX artifact with PyTorch block by block and name the first block that "
+             "leaves the tolerance (done for failed artifacts without asking).")(f)
 
 
 def tolerance_option(f: F) -> F:

@@ -170,18 +170,16 @@ def run_export(request: ExportRequest) -> ExportResult:
     excluded = blocks_named(model.plan, request.calib_exclude)
     input_size = model.plan.input_shape.as_tuple()
     provenance = _Provenance(spec_hash(spec), library_versions())
-    images = load_images(request.calib, spec) if request.calib is not None else None
+    calibration, held_out = load_images(request.calib, spec) if request.calib is not None else (None, None)
+    batches = request.profile.check_batches()
     with staged_output(request.out, ".xbuild-export-") as stage:
-        artifacts, builder = _write_artifacts(request, stage, spec, model, provenance,
-                                              images[0] if images else None, excluded)
+        artifacts, builder = _write_artifacts(request, stage, spec, model, provenance, calibration, excluded)
         targets = [Target(stage.path / a.path, kind, a.precision or "fp32") for a in artifacts
                    if (kind := model_kind(a.kind)) is not None]
-        result = run_checks(TorchRunner(model, input_size), targets, seed=request.seed,
-                            batches=request.profile.check_batches(), tolerances=tolerances,
-                            held_out=images[1] if images else None)
-        explain_targets(result, targets, model, batches=request.profile.check_batches(), seed=request.seed,
-                        tolerances=tolerances, held_out=images[1] if images else None, spec=spec,
-                        always=request.explain)
+        result = run_checks(TorchRunner(model, input_size), targets, seed=request.seed, batches=batches,
+                            tolerances=tolerances, held_out=held_out)
+        explain_targets(result, targets, model, batches=batches, seed=request.seed, tolerances=tolerances,
+                        held_out=held_out, spec=spec, always=request.explain)
         if request.precision == "int8":
             result.notes += channel_warnings(model.plan)
             if request.calib is not None and request.calib.synthetic:
@@ -189,7 +187,7 @@ def run_export(request: ExportRequest) -> ExportResult:
         if not result.failed and not result.passed:
             result.raise_for_verdict()  # an artifact nothing here could check: exit 3, folder untouched
         manifest = _manifest(request, spec, model, artifacts, tolerances, result, builder, provenance,
-                             images[1] if images else None)
+                             held_out, excluded)
         _install(stage, [a.path for a in artifacts], manifest)
     result.raise_for_verdict()  # failed: installed for inspection, marked failed in the manifest, exit 1
     return ExportResult(request.out, manifest, result)
@@ -281,7 +279,8 @@ def _onnx_metadata(model: XceptionNet, spec: Spec, provenance: _Provenance) -> d
 
 def _manifest(request: ExportRequest, spec: Spec, model: XceptionNet, artifacts: Sequence[Artifact],
               tolerances: dict[Precision, Tolerance], result: VerificationResult,
-              builder: dict[str, Any] | None, provenance: _Provenance, held_out: HeldOut | None) -> Manifest:
+              builder: dict[str, Any] | None, provenance: _Provenance, held_out: HeldOut | None,
+              excluded: Sequence[str]) -> Manifest:
     plan = model.plan
     calib = request.calib
     data = None if calib is None or held_out is None else DataInfo(
@@ -307,8 +306,7 @@ def _manifest(request: ExportRequest, spec: Spec, model: XceptionNet, artifacts:
                 "precision": request.precision,
                 "batchnorm_folded": True, "weights_source": str(request.weights) if request.weights else None,
                 "init_seed": request.seed, "tensorrt": builder,
-                "int8": None if calib is None else {"calibration": calib.data, "excluded_blocks":
-                                                     blocks_named(plan, request.calib_exclude),
+                "int8": None if calib is None else {"calibration": calib.data, "excluded_blocks": list(excluded),
                                                      "activations": request.activation_scheme}},
         artifacts=list(artifacts),
         verification=VerificationInfo(
@@ -326,7 +324,6 @@ def _install(stage: Staging, names: Sequence[str], manifest: Manifest) -> None:
         old = {a.path for a in read_manifest(out).artifacts}
     except UserError:
         old = set()
-    stage.installing = True  # from here on the folder is the new export (or, after a crash, an incomplete one)
     (out / MANIFEST_NAME).unlink(missing_ok=True)
     stage.install([*names, *([TIMING_CACHE_NAME] if (stage.path / TIMING_CACHE_NAME).exists() else [])])
     for stale in old - set(names):  # files of the previous export that this one does not have

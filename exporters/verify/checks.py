@@ -128,7 +128,7 @@ class VerificationResult:
                                            else f"no numeric check ran: {self.no_reference}" if self.no_reference
                                            else "no backend here compared it with PyTorch")
                   for name in self.unchecked]
-        return "\n".join(line for line in lines).strip("\n")
+        return "\n".join(lines).strip("\n")
 
     def to_dict(self) -> dict[str, object]:
         """Everything :meth:`report` shows, as plain data (``xbuild verify --json``)."""

@@ -63,6 +63,15 @@ DEFAULT_TOLERANCES: dict[Precision, Tolerance] = {
 TOLERANCE_NAMES = tuple(f.name for f in fields(Tolerance))
 
 
+def bound_problem(name: str, value: float) -> str | None:
+    """What makes ``value`` no bound for ``name`` (``min_*`` are fractions), or None."""
+    if not (np.isfinite(value) and value >= 0):
+        return "must be a finite number >= 0"
+    if name.startswith("min_") and value > 1:
+        return "a fraction, at most 1"
+    return None
+
+
 def tolerance_for(precision: Precision, overrides: Mapping[str, float] | None = None) -> Tolerance:
     """The default tolerance of ``precision`` with the ``--tolerance NAME=VALUE`` overrides applied."""
     if precision not in PRECISIONS:
@@ -71,10 +80,8 @@ def tolerance_for(precision: Precision, overrides: Mapping[str, float] | None = 
     for name, value in (overrides or {}).items():
         if name not in TOLERANCE_NAMES:
             raise UserError(f"--tolerance {name}: unknown bound; choose from {', '.join(TOLERANCE_NAMES)}")
-        if not (np.isfinite(value) and value >= 0):
-            raise UserError(f"--tolerance {name}={value}: must be a finite number >= 0")
-        if name.startswith("min_") and value > 1:
-            raise UserError(f"--tolerance {name}={value}: a fraction, at most 1")
+        if (problem := bound_problem(name, value)) is not None:
+            raise UserError(f"--tolerance {name}={value}: {problem}")
         changes[name] = float(value)
     return replace(DEFAULT_TOLERANCES[precision], **changes)
 

@@ -36,9 +36,9 @@ def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] |
     intact = {c.path for c in checks if c.passed}
     result = VerificationResult(artifact_checks=checks, unlisted=unlisted_files(directory, manifest))
     targets = _select(directory, manifest, backends, result)
+    result.selected += [t.name for t in targets]  # those that fail their hash count as failed, not skipped
     spec_file, weights_file = manifest.artifact("spec"), manifest.artifact("weights")
     if spec_file is None or weights_file is None or not {spec_file.path, weights_file.path} <= intact:
-        result.selected += [t.name for t in targets]
         result.no_reference = "the spec or the weights are not what the manifest records"
         return result
     settings = manifest.verification
@@ -52,7 +52,6 @@ def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] |
         result.artifact_checks.append(ArtifactCheck(
             spec_file.path, f"resolves to spec hash {found_hash[:12]}..., the manifest records "
             f"{manifest.spec.hash[:12]}... (the manifest is not this export's)"))
-        result.selected += [t.name for t in targets]
         result.no_reference = "the spec is not the one the manifest records"
         return result
     model = reference_model(spec, directory / weights_file.path, settings.seed)
@@ -62,7 +61,6 @@ def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] |
                         f"{list(manifest.model.input_size)}, but the model of {spec_file.path} takes "
                         f"{list(input_size)}")
     intact_targets = [t for t in targets if t.name in intact]
-    result.selected += [t.name for t in targets]  # those that failed their hash count as failed, not skipped
     held_out, why = None, ""
     if any(t.precision == "int8" for t in intact_targets):
         held_out, why = _held_out(settings.data, data, spec, result)

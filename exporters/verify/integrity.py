@@ -110,11 +110,13 @@ def _other_model(path: Path, manifest: Manifest) -> str | None:
     """``a different model: ...`` when the ONNX's own metadata names another spec or spec hash."""
     import onnx
 
+    from exporters.onnx.export import metadata_of
+
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # not ONNX at all (any protobuf or I/O error): a plain "changed" then
         return None
-    meta = {p.key: p.value for p in proto.metadata_props}
+    meta = metadata_of(proto)
     name, digest = meta.get(META_SPEC_NAME), meta.get(META_SPEC_HASH)
     expected_name = str(manifest.spec.resolved.get("name", "?"))
     if (name is None and digest is None) or digest == manifest.spec.hash:

@@ -10,7 +10,7 @@ import onnx
 
 from exporters.backends import artifact_backends
 from exporters.calibration import DataSource, load_images
-from exporters.contract import META_SPEC_HASH, META_SPEC_NAME, BackendName, BatchProfile
+from exporters.contract import META_SPEC_HASH, META_SPEC_NAME, BackendName, BatchProfile, Precision
 from exporters.onnx.export import export_onnx, load_onnx, metadata_of, onnx_precision, read_profile, to_fp16
 from exporters.runner import TorchRunner
 from exporters.verify.checks import Target, VerificationResult, run_checks
@@ -56,7 +56,7 @@ def verify_onnx_file(onnx_path: str | Path, spec_path: str | Path, weights: str 
                         tolerances=tolerances, held_out=held_out,
                         no_held_out="an int8 file is judged on held-out images: give --data DATA")
     if result.failed:
-        result.notes += _other_spec(metadata, spec, spec_path) + differing_weights(proto, model, input_size)
+        result.notes += _other_spec(metadata, spec, spec_path) + differing_weights(proto, precision, model, input_size)
     explain_targets(result, targets, model, batches=batches, seed=seed, tolerances=tolerances, held_out=held_out,
                     spec=spec, always=explain)
     return result
@@ -65,14 +65,15 @@ def verify_onnx_file(onnx_path: str | Path, spec_path: str | Path, weights: str 
 def _other_spec(metadata: dict[str, str], spec: Spec, spec_path: str | Path) -> list[str]:
     """Says so first when the file's own metadata names another spec than the one it is checked against."""
     name, digest = metadata.get(META_SPEC_NAME), metadata.get(META_SPEC_HASH)
-    if digest is None or digest == spec_hash(spec):
+    expected = spec_hash(spec)
+    if digest is None or digest == expected:
         return []
     return [f"this file was exported from spec {name!r} (spec hash {digest[:12]}...), not from {spec_path} "
-            f"({spec.name!r}, spec hash {spec_hash(spec)[:12]}...): check it against its own spec"]
+            f"({spec.name!r}, spec hash {expected[:12]}...): check it against its own spec"]
 
 
-def differing_weights(proto: onnx.ModelProto, model: XceptionNet, input_size: Sequence[int],
-                      limit: int = 5) -> list[str]:
+def differing_weights(proto: onnx.ModelProto, precision: Precision, model: XceptionNet,
+                      input_size: Sequence[int], limit: int = 5) -> list[str]:
     """Where an ONNX departs from the model: initializers that differ from a fresh export of it.
 
     Our export is deterministic and keeps parameter names, so a re-export is the exact expected
@@ -81,7 +82,7 @@ def differing_weights(proto: onnx.ModelProto, model: XceptionNet, input_size: Se
     from onnx import numpy_helper
 
     fresh = export_onnx(model, input_size, profile=BatchProfile(1, 2, 2))
-    if onnx_precision(proto) == "fp16":
+    if precision == "fp16":
         fresh = to_fp16(fresh)
     expected = {t.name: numpy_helper.to_array(t) for t in fresh.graph.initializer}
     found = []
