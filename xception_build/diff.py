@@ -13,7 +13,6 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 from .blocks import BlockSpecModel, kind_of
@@ -21,7 +20,7 @@ from .options import ResolvedOptions, resolve_options
 from .plan import Plan, plan_spec
 from .source import format_path
 from .spec import FLOWS, Spec, resolved_data
-from .tables import render_table
+from .tables import cite, human_count, render_table
 
 
 @dataclass(frozen=True)
@@ -206,27 +205,12 @@ def show_value(value: Any, limit: int | None = None) -> str:
     return str(value)
 
 
-def _signed(value: int, human: bool = False) -> str:
-    if human:
-        for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-            if abs(value) >= size:
-                return f"{value / size:+.2f}{unit}"
+def _signed(value: int) -> str:
     return f"{value:+,}" if value else "0"
 
 
-def _human(count: int) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= size:
-            return f"{count / size:.2f}{unit}"
-    return str(count)
-
-
 def _where(cited: Cited | None) -> str:
-    if cited is None or cited.file is None:
-        return "?"
-    if cited.file.startswith("--set "):
-        return "--set"
-    return f"{Path(cited.file).name}:{cited.line}" if cited.line else Path(cited.file).name
+    return "?" if cited is None else cite(cited.file, cited.line, unknown="?")
 
 
 def _entry_lines(change: EntryChange) -> list[str]:
@@ -240,12 +224,12 @@ def _entry_lines(change: EntryChange) -> list[str]:
         lines = [head, *(f"      {c.field}: {show_value(c.before)} -> {show_value(c.after)}" for c in change.fields)]
         lines.append(f"      params: {change.a.params:,} -> {change.b.params:,} "
                      f"({_signed(change.b.params - change.a.params)}), "
-                     f"MACs: {_human(change.a.macs)} -> {_human(change.b.macs)}")
+                     f"MACs: {human_count(change.a.macs)} -> {human_count(change.b.macs)}")
         return lines
     values = {c.field: c.after if change.status == "added" else c.before for c in change.fields}
     shown = ", ".join(f"{k}: {show_value(v)}" for k, v in values.items())
     return [f"  {change.status:<7}  {cited.spec_path}  ({_where(cited)})",
-            f"      {{{shown}}}", f"      params: {cited.params:,}, MACs: {_human(cited.macs)}"]
+            f"      {{{shown}}}", f"      params: {cited.params:,}, MACs: {human_count(cited.macs)}"]
 
 
 def format_diff(diff: SpecDiff) -> str:
@@ -264,7 +248,8 @@ def format_diff(diff: SpecDiff) -> str:
     else:
         lines.append("  (the same)")
     costs = [(c.part, f"{c.params_a:,}", f"{c.params_b:,}", _signed(c.params_b - c.params_a),
-             _human(c.macs_a), _human(c.macs_b), _signed(c.macs_b - c.macs_a, human=True)) for c in diff.costs]
+             human_count(c.macs_a), human_count(c.macs_b), human_count(c.macs_b - c.macs_a, signed=True))
+             for c in diff.costs]
     table = render_table(("", "params A", "params B", "change", "MACs A", "MACs B", "change"), costs,
                          right={1, 2, 3, 4, 5, 6})
     lines += ["", "costs", table[0], "-" * len(table[0]), *table[1:-1], "-" * len(table[0]), table[-1]]

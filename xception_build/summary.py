@@ -7,19 +7,11 @@ the wrong file.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from .plan import Plan
 from .source import SpecSource
-from .tables import render_table
-
-
-def _human(count: int) -> str:
-    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if count >= size:
-            return f"{count / size:.2f}{unit}"
-    return str(count)
+from .tables import cite, human_count, render_table
 
 
 def head_kind(pool: str, num_classes: int) -> str:
@@ -64,30 +56,21 @@ def summary_data(plan: Plan, spec_file: str | None = None, source: SpecSource | 
     }
 
 
-def _cited(row: dict[str, Any]) -> str:
-    """``xception41.yaml:40``; ``--set`` for a value the command line wrote; empty when unknown."""
-    file, line = row.get("file"), row.get("line")
-    if file is None:
-        return f"line {line}" if line else ""
-    if file.startswith("--set "):
-        return "--set"
-    return f"{Path(file).name}:{line}" if line else Path(file).name
-
-
 def format_table(data: dict[str, Any]) -> str:
     """Aligned text table with totals; module names are what ``model.named_modules()`` shows."""
     header = ("flow", "module", "spec", "kind", "output", "params", "MACs")
     lines: list[tuple[str, ...]] = []
     for row in data["blocks"]:
-        cited = _cited(row)
+        line = row.get("line")
+        cited = cite(row.get("file"), line, unknown=f"line {line}" if line else "")
         spec = row["spec_path"] + (f" ({cited})" if cited else "")
         copies = row["repeat"][1]
         if copies > 1:
             spec += f" {row['repeat'][0]}/{copies}"
         shape = "x".join(str(s) for s in row["output_shape"])
         lines.append((row["flow"], row["module"], spec, row["kind"], shape, f"{row['params']:,}",
-                      _human(row["macs"])))
-    total = ("total", "", "", "", "", f"{data['total_params']:,}", _human(data["total_macs"]))
+                      human_count(row["macs"])))
+    total = ("total", "", "", "", "", f"{data['total_params']:,}", human_count(data["total_macs"]))
     head, *body = render_table(header, [*lines, total], right={5, 6})
     source = f" ({data['spec_file']})" if data.get("spec_file") else ""
     title = (f"{data['name']}{source}: input {'x'.join(map(str, data['input_shape']))}, "

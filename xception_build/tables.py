@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from pathlib import Path
+
+_UNITS = (("G", 1e9), ("M", 1e6), ("K", 1e3))
 
 
 def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], *,
@@ -25,3 +28,23 @@ def render_table(header: Sequence[str], rows: Sequence[Sequence[str]], *,
         return "  ".join(cells).rstrip()
 
     return [render(header), *(render(r) for r in rows)]
+
+
+def human_count(count: int, *, signed: bool = False) -> str:
+    """``8.36G``, ``728``; ``signed``: a change, ``+1.20G``, ``-3,072``, ``0``."""
+    for unit, size in _UNITS:
+        if abs(count) >= size:
+            return f"{count / size:+.2f}{unit}" if signed else f"{count / size:.2f}{unit}"
+    if signed:
+        return f"{count:+,}" if count else "0"
+    return str(count)
+
+
+def cite(file: str | None, line: int | None, *, unknown: str) -> str:
+    """Where a spec entry is written, for a table cell: ``xception41.yaml:40``; ``--set`` for a
+    value the command line wrote; ``unknown`` where the file is not known."""
+    if file is None:
+        return unknown
+    if file.startswith("--set "):
+        return "--set"
+    return f"{Path(file).name}:{line}" if line else Path(file).name
