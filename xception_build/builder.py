@@ -17,10 +17,9 @@ from typing import Any, Literal, overload
 import torch
 from torch import nn
 
-from .blocks import BLOCK_KINDS
 from .errors import UserError
-from .model import GLOBAL_POOLS, XceptionFeatures, XceptionNet, build_flow
-from .plan import Plan, PlannedBlock, plan_spec
+from .model import GLOBAL_POOLS, XceptionFeatures, XceptionNet, build_network
+from .plan import Plan, plan_spec
 from .source import SpecSource
 from .spec import Spec, load_spec, resolved_data, spec_from_source
 from .variants import apply_overrides
@@ -28,10 +27,6 @@ from .variants import apply_overrides
 #: build_model's timm-style keywords and the spec path each one sets
 SPEC_KEYWORDS = {"num_classes": "head.num_classes", "global_pool": "head.pool", "drop_rate": "head.dropout",
                  "in_chans": "input.channels", "output_stride": "output_stride"}
-
-
-def build_block(block: PlannedBlock) -> nn.Module:
-    return BLOCK_KINDS[block.kind].build(block.config)
 
 
 @torch.no_grad()
@@ -140,8 +135,7 @@ def build_model(spec_or_path: Spec | str | os.PathLike[str], *, overrides: Seque
         raise UserError("out_indices selects the maps of a features-only model: pass features_only=True too")
     spec = resolve_spec(spec_or_path, [*overrides, *_keyword_overrides(kwargs)])
     plan = plan_spec(spec)
-    flows = {flow.name: build_flow(flow, build_block) for flow in plan.flows}
-    model = XceptionNet(plan, flows, spec)
+    model = build_network(plan, spec)
     model.pretrained_cfg = pretrained_cfg_of(spec, plan, model)
     init_weights(model, seed)
     if checkpoint_path is not None:

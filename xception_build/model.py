@@ -13,12 +13,13 @@ are real types, not strings.
 
 import dataclasses
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from .blocks import BLOCK_KINDS
 from .errors import UserError
 from .features import FeatureInfo, collect_intermediates, feature_info_of, take_indices, trunk
 from .layers import make_activation
@@ -177,9 +178,7 @@ class XceptionNet(nn.Module):
                         if num_classes else nn.Identity())
         self.num_classes = num_classes
         self.pretrained_cfg["num_classes"] = num_classes
-        self.plan = dataclasses.replace(self.plan, head=dataclasses.replace(
-            head, num_classes=num_classes, pool=pool,
-            params=head.in_features * num_classes + num_classes, macs=head.in_features * num_classes))
+        self.plan = dataclasses.replace(self.plan, head=dataclasses.replace(head, num_classes=num_classes, pool=pool))
         if self.spec is not None:
             self.spec = self.spec.model_copy(update={"head": self.spec.head.model_copy(
                 update={"num_classes": num_classes, "pool": pool})})
@@ -245,9 +244,18 @@ class XceptionFeatures(nn.Module):
         return maps
 
 
-def build_flow(plan: FlowPlan, build_block: Callable[[PlannedBlock], nn.Module]) -> Flow:
-    stem = nn.Sequential(*(build_block(b) for b in plan.stem)) if plan.stem else None
-    blocks = nn.Sequential(*(build_block(b) for b in plan.blocks))
+def build_network(plan: Plan, spec: "Spec | None") -> XceptionNet:
+    """The network of ``plan``, each block built by its kind (parameters as PyTorch initialises them)."""
+    return XceptionNet(plan, {flow.name: _build_flow(flow) for flow in plan.flows}, spec)
+
+
+def _build_block(block: PlannedBlock) -> nn.Module:
+    return BLOCK_KINDS[block.kind].build(block.config)
+
+
+def _build_flow(plan: FlowPlan) -> Flow:
+    stem = nn.Sequential(*(_build_block(b) for b in plan.stem)) if plan.stem else None
+    blocks = nn.Sequential(*(_build_block(b) for b in plan.blocks))
     # Not in place: the last block's output, which it would overwrite, is a feature map of its own
     # (forward_intermediates returns it beside the activated features).
     final = make_activation(plan.final_activation, inplace=False) if plan.final_activation else None

@@ -77,8 +77,14 @@ class HeadPlan:
     pool: str
     dropout: float
     num_classes: int
-    params: int
-    macs: int
+
+    @property
+    def params(self) -> int:
+        return self.in_features * self.num_classes + self.num_classes
+
+    @property
+    def macs(self) -> int:
+        return self.in_features * self.num_classes
 
 
 @dataclass(frozen=True)
@@ -301,7 +307,5 @@ def plan_spec(spec: Spec) -> Plan:
     taps = [*(walk.taps or []), FeatureTap(last.module_name, "", shape.channels, walk.reduction, shape,
                                            last.spec_path)]
     head = spec.head
-    head_params = shape.channels * head.num_classes + head.num_classes
-    head_plan = HeadPlan(shape.channels, head.pool, head.dropout, head.num_classes, head_params,
-                         shape.channels * head.num_classes)
+    head_plan = HeadPlan(shape.channels, head.pool, head.dropout, head.num_classes)
     return Plan(spec.name, input_shape, tuple(flows), head_plan, tuple(taps), walk.reduction)

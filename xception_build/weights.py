@@ -23,11 +23,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .blocks import BLOCK_KINDS
 from .errors import CheckpointError, Location
 from .files import atomic_write
 from .keras_weights import is_hdf5, keras_units
-from .model import XceptionFeatures, XceptionNet, build_flow
+from .model import XceptionFeatures, XceptionNet, build_network
 
 StateDict = dict[str, torch.Tensor]
 
@@ -136,9 +135,7 @@ def full_network(model: XceptionNet | XceptionFeatures) -> XceptionNet:
     if isinstance(model, XceptionNet):
         return model
     with torch.device("meta"):
-        flows = {flow.name: build_flow(flow, lambda b: BLOCK_KINDS[b.kind].build(b.config))
-                 for flow in model.full_plan.flows}
-        return XceptionNet(model.full_plan, flows, model.spec)
+        return build_network(model.full_plan, model.spec)
 
 
 def _fit(model: XceptionNet | XceptionFeatures, network: XceptionNet, checkpoint: StateDict, source: str,
