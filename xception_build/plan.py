@@ -11,7 +11,7 @@ layers) fails here with a ``SpecError`` pointing at the spec line, before anythi
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NoReturn
 
 from .blocks import BlockSpecModel, BlockTap, Shape, kind_of
@@ -141,7 +141,7 @@ class _Walk:
     dilation: int = 1
     previous: str | None = None  # the module whose output the next block reads; None: the input
     previous_spec_path: str = ""
-    taps: list[FeatureTap] | None = None
+    taps: list[FeatureTap] = field(default_factory=list)
 
     def place(self, requested: int) -> tuple[int, int]:
         """The stride a block applies and the dilation of its convolutions (timm's rule: a block
@@ -274,7 +274,7 @@ def _place_tap(walk: _Walk, tap: BlockTap | None, module_name: str, spec_path: s
                reduction: int) -> None:
     """Record a block's tap; one at the block's input names the module that ran before it, and
     is left out when nothing did (it would be the network input itself)."""
-    if tap is None or walk.taps is None:
+    if tap is None:
         return
     owner, inner, path = module_name, tap.module, spec_path
     if not tap.module:
@@ -296,7 +296,7 @@ def plan_spec(spec: Spec) -> Plan:
     shape = Shape(spec.input.channels, height, width)
     input_shape = shape
     flows = []
-    walk = _Walk(spec.output_stride, taps=[])
+    walk = _Walk(spec.output_stride)
     for name in FLOWS:
         flow_plan, shape = _plan_flow(spec, name, shape, walk)
         flows.append(flow_plan)
@@ -304,7 +304,7 @@ def plan_spec(spec: Spec) -> Plan:
         raise SpecError("the network has no layers: entry, middle and exit are all empty",
                         location=spec.source.root_location if spec.source else None)
     last = [b for flow in flows for b in (*flow.stem, *flow.blocks)][-1]
-    taps = [*(walk.taps or []), FeatureTap(last.module_name, "", shape.channels, walk.reduction, shape,
+    taps = [*walk.taps, FeatureTap(last.module_name, "", shape.channels, walk.reduction, shape,
                                            last.spec_path)]
     head = spec.head
     head_plan = HeadPlan(shape.channels, head.pool, head.dropout, head.num_classes)

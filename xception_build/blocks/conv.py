@@ -9,7 +9,7 @@ bare convolution, as in the stem of timm's pre-activation ``xception41p``. ``pad
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -39,7 +39,7 @@ class ConvBlockSpec(BlockSpecModel):
     out: int = Field(gt=0, description="output channels")
     kernel: int = Field(default=3, gt=0)
     stride: int = Field(default=1, gt=0)
-    padding: int | PaddingKind | None = Field(
+    padding: Annotated[int, Field(ge=0)] | PaddingKind | None = Field(
         default=None, description="a count (symmetric), same or symmetric; default: the defaults' padding")
     bias: bool = False
     layout: list[ConvLayoutToken] = ["conv", "norm", "act"]
@@ -82,10 +82,7 @@ class ConvKind(BlockKind[ConvBlockSpec, ConvConfig]):
         check_range(ctx, "out", spec.out, "out channels")
         check_range(ctx, "kernel", spec.kernel, "kernel")
         check_range(ctx, "stride", spec.stride, "stride")
-        if isinstance(spec.padding, int):
-            if spec.padding < 0:
-                ctx.fail(f"padding must be a count of at least 0, same or symmetric; got {spec.padding}",
-                         "padding")
+        if isinstance(spec.padding, int):  # at least 0 (ConvBlockSpec checks that)
             check_range(ctx, "padding", spec.padding, "padding")
         out_channels = ctx.scale_channels(spec.out)
         padding: int | str

@@ -95,7 +95,7 @@ class XceptionConfig:
     shortcut: str
     norm_eps: float
     norm_momentum: float
-    padding: str = "symmetric"  # or "same"
+    padding: int | str = 1  # of its 3x3 convs and pool: a count (the dilation), or "same"
     dilation: int = 1
     inplace_add: bool = False
 
@@ -189,7 +189,7 @@ def _plan(spec: XceptionBlockSpec, options: ResolvedOptions, in_shape: Shape, ct
         in_channels=in_shape.channels, out_channels=shape.channels, stride=stride, convs=tuple(convs),
         pool_stride=pool_stride, preact_activation=options.activation if options.preact else None,
         shortcut=shortcut, norm_eps=options.norm_eps, norm_momentum=options.norm_momentum,
-        padding=options.padding, dilation=dilation, inplace_add=inplace_add)
+        padding=padding, dilation=dilation, inplace_add=inplace_add)
     tap = _tap(convs, not depthwise_stride, options.preact) if spec.stride != 1 else None
     return BlockPlan(config, shape, params, macs, tap)
 
@@ -201,13 +201,11 @@ def _build_separable(conv: SepConvConfig, config: XceptionConfig, reads_block_in
 
     from ..layers import NamedSequential, make_activation, make_conv, make_norm
 
-    padding: int | str = "same" if config.padding == "same" else config.dilation
-
     layers: list[tuple[str, nn.Module | None]] = []
     slot, channels = 0, conv.in_channels
     for op in conv.ops:
         if op == "dw":
-            layers.append(("dw", make_conv(channels, channels, 3, conv.stride, padding, config.dilation,
+            layers.append(("dw", make_conv(channels, channels, 3, conv.stride, config.padding, config.dilation,
                                            groups=channels)))
             slot = 1
         elif op == "pw":
@@ -231,8 +229,7 @@ def _build(config: XceptionConfig) -> nn.Module:
         (f"sep{i + 1}", _build_separable(conv, config, reads_block_input=conv.first_in_block))
         for i, conv in enumerate(config.convs)]
     if config.pool_stride:
-        padding: int | str = "same" if config.padding == "same" else config.dilation
-        main.append(("pool", make_max_pool(3, config.pool_stride, padding, config.dilation)))
+        main.append(("pool", make_max_pool(3, config.pool_stride, config.padding, config.dilation)))
     preact = None
     if config.preact_activation is not None:
         preact = NamedSequential([
