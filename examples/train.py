@@ -137,10 +137,8 @@ def make_datasets(args: argparse.Namespace, spec: Spec, num_classes: int) -> tup
     """(train, validation, description, whether items are decoded from files) for --data
     (xception_build.datasets.open_data), or the synthetic task without it."""
     if args.data is None:
-        height, width = spec.input.height_width
-        size = (spec.input.channels, height, width)
         held_out = max(args.synthetic_size // 8, args.batch_size)
-        data = synthetic_dataset(args.synthetic_size + held_out, size, num_classes, seed=args.seed)
+        data = synthetic_dataset(args.synthetic_size + held_out, spec.input.shape, num_classes, seed=args.seed)
         train, val = random_split(data, [args.synthetic_size, held_out], torch.Generator().manual_seed(0))
         return train, val, f"synthetic ({num_classes} classes)", False
     splits = open_data(args.data, spec.input, num_classes, seed=args.seed)

@@ -96,9 +96,8 @@ def load_images(source: DataSource, spec: Spec) -> tuple[np.ndarray, HeldOut]:
 
     num_classes = spec.head.num_classes
     if source.synthetic:
-        height, width = spec.input.height_width
         total = source.calibration_images + source.evaluation_images
-        data = synthetic_dataset(total, (spec.input.channels, height, width), max(num_classes, 2), seed=source.seed)
+        data = synthetic_dataset(total, spec.input.shape, max(num_classes, 2), seed=source.seed)
         images = data.tensors[0].numpy().astype(np.float32)
         return (images[:source.calibration_images],
                 HeldOut(images[source.calibration_images:], None, f"{source.evaluation_images} synthetic images"))

@@ -88,10 +88,9 @@ def first_conv_name(model: nn.Module) -> str:
 
 
 def pretrained_cfg_of(spec: Spec, plan: Plan, model: nn.Module) -> dict[str, Any]:
-    height, width = spec.input.height_width
     return {
         "architecture": spec.name,
-        "input_size": (spec.input.channels, height, width),
+        "input_size": spec.input.shape,
         "mean": tuple(spec.input.mean),
         "std": tuple(spec.input.std),
         "interpolation": spec.input.interpolation,

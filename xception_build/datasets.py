@@ -203,8 +203,7 @@ def open_data(root: str | Path, spec_input: InputSpec, num_classes: int, *, seed
     training set only.
     """
     root = Path(root).expanduser()
-    height, width = spec_input.height_width
-    size = (spec_input.channels, height, width)
+    size = spec_input.shape
     norm: Normalisation = (tuple(spec_input.mean), tuple(spec_input.std))  # type: ignore[assignment]
     if is_cifar10(root):
         if num_classes != 10:

@@ -293,7 +293,7 @@ def plan_spec(spec: Spec) -> Plan:
                               ("num_classes", spec.head.num_classes, ("head", "num_classes"))):
         if value > MAX_DIMENSION:
             _fail_at(spec, path, f"{what} {value:,} is out of range: at most {MAX_DIMENSION:,}")
-    shape = Shape(spec.input.channels, height, width)
+    shape = Shape(*spec.input.shape)
     input_shape = shape
     flows = []
     walk = _Walk(spec.output_stride)

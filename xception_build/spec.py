@@ -104,6 +104,11 @@ class InputSpec(StrictModel):
             return (self.size[0], self.size[1])
         return (self.size, self.size)
 
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image, as the model takes it."""
+        return (self.channels, *self.height_width)
+
 
 class ScalingSpec(StrictModel):
     width: float = Field(default=1.0, gt=0, description="channel multiplier; scaled counts round to `divisor`")
