@@ -13,13 +13,14 @@ The machine (CPU count, load average) is printed with the figures: on a shared m
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from exporters.bench.timing import measure_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 XBUILD = str(Path(sys.executable).with_name("xbuild"))
@@ -44,25 +45,17 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as out:
         commands = {**COMMANDS, BUILDS: [XBUILD, "compile", "xception_cifar", "--out", out]}
-        times = measure(commands, args.repeats)
+        times = measure_interleaved(
+            {name: functools.partial(subprocess.run, command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL) for name, command in commands.items()},
+            lambda: None, warmup=0, reps=args.repeats)
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"{os.cpu_count()} CPUs, load average {load}, Python {sys.version.split()[0]}, "
           f"{args.repeats} runs each")
     width = max(map(len, times))
     print(f"{'command':<{width}}  {'median s':>8}  {'fastest s':>9}")
-    for name, samples in times.items():
-        print(f"{name:<{width}}  {statistics.median(samples):8.3f}  {min(samples):9.3f}")
-
-
-def measure(commands: dict[str, list[str]], repeats: int) -> dict[str, list[float]]:
-    """Wall-clock seconds of each command, ``repeats`` times, the commands interleaved."""
-    times: dict[str, list[float]] = {name: [] for name in commands}
-    for _ in range(repeats):
-        for name, command in commands.items():
-            start = time.perf_counter()
-            subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            times[name].append(time.perf_counter() - start)
-    return times
+    for name, timing in times.items():
+        print(f"{name:<{width}}  {timing.p50:8.3f}  {timing.best:9.3f}")
 
 
 if __name__ == "__main__":
