@@ -2,8 +2,9 @@
 manifest, the reports and the docs.
 
 A backend is something that runs a model: PyTorch (eager or compiled) on a device, ONNX Runtime
-on a device, or TensorRT. Each entry says what it runs (the PyTorch model itself, an ``.onnx``, a
-TensorRT plan), why it cannot run here (one line, or ``None``), and makes a :class:`Runner`.
+on a device, OpenVINO on the CPU, or TensorRT. Each entry says what it runs (the PyTorch model
+itself, an ``.onnx``, an OpenVINO IR, a TensorRT plan), why it cannot run here (one line, or
+``None``), and makes a :class:`Runner`.
 Adding a backend is one entry here plus its runner.
 """
 
@@ -16,7 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from exporters.contract import BACKEND_NAMES, BackendName, Device, ModelArtifactKind
+from exporters.contract import (
+    BACKEND_NAMES,
+    DEFAULT_RUN_SETTINGS,
+    BackendName,
+    Device,
+    ModelArtifactKind,
+    RunSettings,
+)
 from exporters.runner import Runner, TorchRunner
 from xception_build.errors import UserError
 
@@ -60,7 +68,7 @@ class ArtifactBackend(Backend, ABC):
     """A backend that runs a model artifact file (``runs`` is its kind)."""
 
     @abstractmethod
-    def runner(self, path: Path, *, threads: int = 0) -> Runner:
+    def runner(self, path: Path, settings: RunSettings = DEFAULT_RUN_SETTINGS) -> Runner:
         """A runner for the artifact at ``path`` (not loaded yet: use it in a ``with`` block)."""
 
 
@@ -71,10 +79,23 @@ class OnnxRuntimeBackend(ArtifactBackend):
 
         return onnxruntime_unavailable(self.device)
 
-    def runner(self, path: Path, *, threads: int = 0) -> Runner:
+    def runner(self, path: Path, settings: RunSettings = DEFAULT_RUN_SETTINGS) -> Runner:
         from exporters.onnx.runtime import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(path, device=self.device, threads=threads)
+        return OnnxRuntimeRunner(path, device=self.device, threads=settings.threads)
+
+
+@dataclass(frozen=True)
+class OpenVINOBackend(ArtifactBackend):
+    def unavailable(self) -> str | None:
+        from exporters.openvino.ir import openvino_unavailable
+
+        return openvino_unavailable()
+
+    def runner(self, path: Path, settings: RunSettings = DEFAULT_RUN_SETTINGS) -> Runner:
+        from exporters.openvino.runtime import OpenVINORunner
+
+        return OpenVINORunner(path, precision=settings.openvino_precision, threads=settings.threads)
 
 
 @dataclass(frozen=True)
@@ -84,7 +105,7 @@ class TensorRTBackend(ArtifactBackend):
 
         return tensorrt_unavailable()
 
-    def runner(self, path: Path, *, threads: int = 0) -> Runner:
+    def runner(self, path: Path, settings: RunSettings = DEFAULT_RUN_SETTINGS) -> Runner:
         from exporters.tensorrt.runtime import TensorRTRunner
 
         return TensorRTRunner(path)
@@ -97,6 +118,7 @@ BACKENDS: dict[BackendName, Backend] = {backend.name: backend for backend in (
     PytorchBackend("pytorch-compile-cuda", "pytorch", "cuda", "torch.compile on a CUDA GPU", compile=True),
     OnnxRuntimeBackend("onnxruntime-cpu", "onnx", "cpu", "ONNX Runtime, CPU execution provider"),
     OnnxRuntimeBackend("onnxruntime-cuda", "onnx", "cuda", "ONNX Runtime, CUDA execution provider"),
+    OpenVINOBackend("openvino-cpu", "openvino-ir", "cpu", "OpenVINO IR on OpenVINO's CPU plugin"),
     TensorRTBackend("tensorrt", "tensorrt-plan", "cuda", "TensorRT engine (plan) on a CUDA GPU"),
 )}
 if tuple(BACKENDS) != BACKEND_NAMES:  # pragma: no cover - a broken edit of this file

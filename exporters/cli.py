@@ -26,20 +26,28 @@ from exporters.contract import (
     BatchProfile,
     BatchSelection,
     Int8ActivationsChoice,
+    OpenVINOPrecision,
     Precision,
 )
-from exporters.options import backend_option, batch_option, explain_option, tolerance_option
+from exporters.options import (
+    backend_option,
+    batch_option,
+    explain_option,
+    openvino_precision_option,
+    tolerance_option,
+)
 from xception_build.cli import EXIT_CODES_HELP, json_option, set_option
 from xception_build.errors import UserError
 from xception_build.files import check_output_file
 
 
-@click.command("export", short_help="Export a spec to ONNX and/or TensorRT, verified against PyTorch.",
+@click.command("export", short_help="Export a spec to ONNX, OpenVINO and/or TensorRT, verified against PyTorch.",
                epilog=f"""\b
 Examples:
   xbuild export specs/xception.yaml --out build/
   xbuild export specs/xception_cifar.yaml --weights cifar.safetensors --batch 1:32:64 --out build/cifar
   xbuild export specs/xception.yaml --onnx --trt --precision fp16 --batch 1:8:32 --out build/trt
+  xbuild export specs/xception.yaml --openvino --precision int8 --calib ~/data/imagenet --out build/ov
   xbuild export specs/xception_cifar.yaml --weights cifar.safetensors --precision int8 --calib ~/data/cifar10
 
 {EXIT_CODES_HELP}""")
@@ -53,6 +61,12 @@ Examples:
 @click.option("--trt", "want_trt", is_flag=True,
               help="Build a TensorRT engine, model.plan, from the exported ONNX. Without --onnx the ONNX is "
                    "an intermediate and not kept.")
+@click.option("--openvino", "want_openvino", is_flag=True,
+              help="Write OpenVINO IR (model.xml + model.bin, and model.int8.xml/.bin or model.fp16.xml/.bin with "
+                   "--precision) made from the exported ONNX, verified on openvino-cpu. Without --onnx the ONNX is "
+                   "an intermediate and not kept.")
+@openvino_precision_option("--openvino: the inference precision OpenVINO verifies the IR at (recorded in the "
+                           "manifest; xbuild verify uses it again).")
 @click.option("--precision", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True,
               help="fp16 also writes model.fp16.onnx, int8 a QDQ model.int8.onnx (needs --calib); --trt builds "
                    "the engine of that precision.")
@@ -82,17 +96,19 @@ Examples:
 @tolerance_option
 @json_option
 def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], want_onnx: bool,
-                   want_trt: bool, precision: Precision, calib: str | None, calib_size: int, eval_size: int,
+                   want_trt: bool, want_openvino: bool, openvino_precision: OpenVINOPrecision, precision: Precision,
+                   calib: str | None, calib_size: int, eval_size: int,
                    int8_activations: Int8ActivationsChoice, calib_exclude: tuple[str, ...],
                    batch: BatchSelection | None, static_batch: bool,
                    opset: int, out: Path, workspace_gib: float, explain: bool, tolerances: dict[str, float],
                    as_json: bool) -> None:
-    """Export SPEC to ONNX and/or TensorRT, verify it against PyTorch, write a manifest.
+    """Export SPEC to ONNX, OpenVINO IR and/or TensorRT, verify it against PyTorch, write a manifest.
 
-    Writes OUT/model.onnx (with --onnx, the default), OUT/model.plan and model.plan.json (with
-    --trt), OUT/spec.resolved.yaml, OUT/weights.safetensors (the reference the artifacts were
-    verified against) and OUT/manifest.json. The same seeded inputs at the batch profile's MIN, OPT
-    and MAX go through PyTorch and every backend here; the verification table is printed.
+    Writes OUT/model.onnx (with --onnx, the default), OUT/model.xml and model.bin (with --openvino),
+    OUT/model.plan and model.plan.json (with --trt), OUT/spec.resolved.yaml,
+    OUT/weights.safetensors (the reference the artifacts were verified against) and
+    OUT/manifest.json. The same seeded inputs at the batch profile's MIN, OPT and MAX go through
+    PyTorch and every backend here; the verification table is printed.
     """
     from exporters.pipeline import DEFAULT_PROFILE, ExportFormat, ExportRequest, check_request, run_export
     from exporters.verify.checks import ChecksFailed, NotVerified
@@ -101,15 +117,18 @@ def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], w
     if not (math.isfinite(workspace_gib) and workspace_gib > 0):
         raise UserError(f"--workspace-gib {workspace_gib}: must be a finite number > 0")
     formats: set[ExportFormat] = set()
-    if want_onnx or not want_trt:
+    if want_onnx or not (want_trt or want_openvino):
         formats.add("onnx")
     if want_trt:
         formats.add("tensorrt")
+    if want_openvino:
+        formats.add("openvino")
     request = ExportRequest(spec=spec, out=out, weights=weights, overrides=tuple(overrides),
                             formats=frozenset(formats), precision=precision, profile=profile,
                             static_batch=static_batch, opset=opset, tolerance=tuple(tolerances.items()),
                             workspace_bytes=int(workspace_gib * (1 << 30)), calib_exclude=tuple(calib_exclude),
                             int8_activations=int8_activations, explain=explain,
+                            openvino_precision=openvino_precision,
                             calib=None if calib is None else DataSource(calib, calib_size, eval_size))
     check_request(request)  # TensorRT present, --out usable: before "exporting" is said
     click.echo(f"exporting {spec} to {out}/ (batch profile {profile}) ...", err=True)
@@ -146,12 +165,14 @@ Examples:
 @click.option("--data", metavar="DATA",
               help="int8 artifacts: read their held-out images from this folder (default: where the manifest "
                    "says; required with an int8 --onnx file).")
+@openvino_precision_option("openvino-cpu: the inference precision to verify OpenVINO IR at.  [default: what "
+                           "the manifest records]", default=None)
 @tolerance_option
 @json_option
 def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path | None, spec: Path | None,
                    weights: Path | None, overrides: Sequence[str], batch: BatchSelection | None,
                    backends: tuple[BackendName, ...], explain: bool, data: str | None,
-                   tolerances: dict[str, float], as_json: bool) -> None:
+                   openvino_precision: OpenVINOPrecision | None, tolerances: dict[str, float], as_json: bool) -> None:
     """Re-check an export folder (DIRECTORY) or a user-brought --onnx file.
 
     For a folder: re-hash every artifact in its manifest.json (an edited, swapped or missing file
@@ -168,6 +189,8 @@ def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path |
     if junit is not None:
         check_output_file(junit, "--junit")
     if onnx_file is not None:
+        if openvino_precision is not None:
+            raise UserError("--openvino-precision goes with an export folder that has OpenVINO IR, not with --onnx")
         if spec is None:
             raise UserError("--onnx needs --spec SPEC (and usually --weights FILE) to compare against")
         result = verify_onnx_file(onnx_file, spec, weights, overrides=overrides,
@@ -179,7 +202,8 @@ def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path |
             raise UserError("--spec, --weights, --set, --batch and --tolerance go with --onnx; "
                             "a folder is verified with the settings in its manifest")
         assert directory is not None
-        result = verify_directory(directory, backends=backends or None, data=data, explain=explain)
+        result = verify_directory(directory, backends=backends or None, data=data, explain=explain,
+                                  openvino_precision=openvino_precision)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

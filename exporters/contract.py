@@ -19,13 +19,15 @@ INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
 #: What a manifest lists. Model artifacts are the ones a backend runs.
-ArtifactKind = Literal["onnx", "tensorrt-plan", "tensorrt-sidecar", "weights", "spec"]
-ModelArtifactKind = Literal["onnx", "tensorrt-plan"]
+#: An OpenVINO IR is two files: ``openvino-ir`` (the .xml a backend runs) and its ``openvino-weights`` (.bin).
+ArtifactKind = Literal["onnx", "tensorrt-plan", "tensorrt-sidecar", "openvino-ir", "openvino-weights", "weights",
+                       "spec"]
+ModelArtifactKind = Literal["onnx", "tensorrt-plan", "openvino-ir"]
 
 
 def model_kind(kind: ArtifactKind) -> ModelArtifactKind | None:
     """``kind`` when a backend runs artifacts of it, else ``None`` (weights, spec, sidecars)."""
-    if kind == "onnx" or kind == "tensorrt-plan":
+    if kind == "onnx" or kind == "tensorrt-plan" or kind == "openvino-ir":
         return kind
     return None
 
@@ -34,6 +36,15 @@ def model_kind(kind: ArtifactKind) -> ModelArtifactKind | None:
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
+#: The precision a backend's numbers were computed at, which picks the verification rule: the
+#: artifact's own, or bf16 where a runtime computes an fp32 file in bf16 (OpenVINO on AMX/AVX512-BF16).
+ComputePrecision = Literal["fp32", "bf16", "fp16", "int8"]
+
+#: ``--openvino-precision``: OpenVINO's inference precision hint; ``auto`` leaves OpenVINO's own
+#: choice (bf16 on CPUs with AMX or AVX512-BF16, f32 elsewhere)
+OpenVINOPrecision = Literal["auto", "f32", "bf16"]
+OPENVINO_PRECISIONS: tuple[OpenVINOPrecision, ...] = get_args(OpenVINOPrecision)
+
 #: int8 activations: symmetric int8 (TensorRT reads it) or asymmetric uint8 (ONNX Runtime only)
 Int8Activations = Literal["symmetric", "asymmetric"]
 #: What ``--int8-activations`` takes: a scheme, or ``auto`` for the one the file's consumer runs fastest
@@ -41,19 +52,20 @@ Int8ActivationsChoice = Literal["auto", "symmetric", "asymmetric"]
 INT8_ACTIVATIONS_CHOICES: tuple[Int8ActivationsChoice, ...] = get_args(Int8ActivationsChoice)
 
 
-def int8_activations_for(choice: Int8ActivationsChoice, *, tensorrt: bool) -> Int8Activations:
+def int8_activations_for(choice: Int8ActivationsChoice, *, tensorrt: bool, openvino: bool = False) -> Int8Activations:
     """The scheme an int8 file gets: ``auto`` is symmetric where TensorRT builds from the file (it
-    reads only zero point 0) and asymmetric otherwise, which ONNX Runtime's CPU kernels run faster
-    (every ReLU folds into the uint8 range and the residual adds stay in int8: docs/BENCHMARKS.md)."""
+    reads only zero point 0) or an OpenVINO IR is made from it (its CPU plugin runs symmetric int8
+    activations fastest: docs/BENCHMARKS.md), and asymmetric otherwise, which ONNX Runtime's CPU
+    kernels run faster (every ReLU folds into the uint8 range and the residual adds stay in int8)."""
     if choice == "auto":
-        return "symmetric" if tensorrt else "asymmetric"
+        return "symmetric" if tensorrt or openvino else "asymmetric"
     return choice
 
 Device = Literal["cpu", "cuda"]
 
 #: Every backend, by the one name used in options, reports, manifests and docs.
 BackendName = Literal["pytorch-cpu", "pytorch-cuda", "pytorch-compile-cpu", "pytorch-compile-cuda",
-                      "onnxruntime-cpu", "onnxruntime-cuda", "tensorrt"]
+                      "onnxruntime-cpu", "onnxruntime-cuda", "openvino-cpu", "tensorrt"]
 BACKEND_NAMES: tuple[BackendName, ...] = get_args(BackendName)
 
 # Keys of the ONNX ``metadata_props`` an export writes (docs/EXPORT.md lists them all).
@@ -63,6 +75,18 @@ META_PRECISION = "xbuild.precision"
 META_BATCH_PROFILE = "xbuild.batch_profile"
 META_INT8_ACTIVATIONS = "xbuild.int8_activations"
 META_BLOCKS = "xbuild.blocks"  # JSON: each spec block's output tensor and nodes (exporters.onnx.blocks)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How an artifact backend's runner is set up: CPU threads (0: the runtime's default) and, for
+    OpenVINO, its inference precision hint. One object, so a new runtime setting is one field."""
+
+    threads: int = 0
+    openvino_precision: OpenVINOPrecision = "auto"
+
+
+DEFAULT_RUN_SETTINGS = RunSettings()
 
 
 @dataclass(frozen=True)

@@ -194,7 +194,7 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": platform.python_version(), "xception-build": tool_version()}
-    for name in ("torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "numpy", "tensorrt"):
+    for name in ("torch", "onnx", "onnxscript", "onnxruntime", "onnxruntime-gpu", "openvino", "numpy", "tensorrt"):
         try:
             found[name] = version(name)
         except PackageNotFoundError:

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from exporters.backends import parse_backend_names
-from exporters.contract import BACKEND_NAMES, BackendName, BatchSelection, parse_batches
+from exporters.contract import BACKEND_NAMES, OPENVINO_PRECISIONS, BackendName, BatchSelection, parse_batches
 from xception_build.errors import UserError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,3 +73,13 @@ def tolerance_option(f: F) -> F:
         help="Override one bound of the checked precision's pass rule (repeatable): max_error (of each "
              "sample's scale; default fp32 1e-4, fp16 2e-2), min_cosine, min_top1, min_top5, max_accuracy_drop "
              "(int8: 0.01 = 1 point). See docs/EXPORT.md.")(f)
+
+
+def openvino_precision_option(help_text: str, *, default: str | None = "auto") -> Callable[[F], F]:
+    """``--openvino-precision auto|f32|bf16``: OpenVINO's inference precision hint (its verdict uses
+    the rule of the precision that actually ran, read back from the compiled model)."""
+    return click.option("--openvino-precision", "openvino_precision", type=click.Choice(OPENVINO_PRECISIONS),
+                        default=default, show_default=default is not None,
+                        help=f"{help_text} auto: OpenVINO's choice (bf16 on CPUs with AMX or AVX512-BF16, "
+                             "f32 elsewhere); f32: exact fp32 numerics; bf16: refused where the CPU cannot "
+                             "run it.")

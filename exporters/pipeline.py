@@ -32,7 +32,9 @@ from exporters.contract import (
     BatchProfile,
     Int8Activations,
     Int8ActivationsChoice,
+    OpenVINOPrecision,
     Precision,
+    RunSettings,
     int8_activations_for,
     model_kind,
 )
@@ -72,11 +74,13 @@ from xception_build.weights import save_weights
 ONNX_NAME = "model.onnx"
 #: the ONNX file of each reduced precision, written beside model.onnx
 REDUCED_ONNX_NAMES: dict[Precision, str] = {"fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
+#: the OpenVINO IR of each precision: the .xml named here and its .bin beside it
+IR_NAMES: dict[Precision, str] = {"fp32": "model.xml", "fp16": "model.fp16.xml", "int8": "model.int8.xml"}
 PLAN_NAME, TIMING_CACHE_NAME = "model.plan", "timing.cache"
 WEIGHTS_NAME, SPEC_NAME = "weights.safetensors", "spec.resolved.yaml"
 DEFAULT_PROFILE = BatchProfile(1, 8, 16)
 
-ExportFormat = Literal["onnx", "tensorrt"]
+ExportFormat = Literal["onnx", "tensorrt", "openvino"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,7 @@ class ExportRequest:
     calib_exclude: tuple[str, ...] = ()  # int8: module names of blocks kept in float
     int8_activations: Int8ActivationsChoice = "auto"  # int8: resolved by activation_scheme
     explain: bool = False  # block-by-block diagnosis of every artifact, not only of those that fail
+    openvino_precision: OpenVINOPrecision = "auto"  # OpenVINO's inference precision when it verifies the IR
 
     def __post_init__(self) -> None:
         # Checked here, before the spec is loaded or --out touched: a bad option costs nothing.
@@ -118,6 +123,8 @@ class ExportRequest:
         if self.trt and self.int8_activations == "asymmetric":
             raise UserError("--int8-activations asymmetric cannot be built by TensorRT, which reads only symmetric "
                             "int8", hint="drop --trt, or leave --int8-activations at auto (symmetric with --trt)")
+        if self.openvino_precision != "auto" and not self.openvino:
+            raise UserError("--openvino-precision goes with --openvino")
         if self.workspace_bytes <= 0:
             raise UserError(f"--workspace-gib {self.workspace_bytes / (1 << 30):g}: must be a finite number > 0")
 
@@ -126,9 +133,14 @@ class ExportRequest:
         return "tensorrt" in self.formats
 
     @property
+    def openvino(self) -> bool:
+        return "openvino" in self.formats
+
+    @property
     def activation_scheme(self) -> Int8Activations:
-        """The int8 file's activations: with --trt, the symmetric ones its engine is built from."""
-        return int8_activations_for(self.int8_activations, tensorrt=self.trt)
+        """The int8 file's activations: with --trt or --openvino, the symmetric ones its engine or IR is
+        built from (the IR is made from the same file, so ONNX Runtime and OpenVINO run one quantization)."""
+        return int8_activations_for(self.int8_activations, tensorrt=self.trt, openvino=self.openvino)
 
 
 @dataclass
@@ -156,6 +168,10 @@ def check_request(request: ExportRequest) -> None:
         from exporters.tensorrt.engine import require_tensorrt
 
         require_tensorrt()  # exit 3 with the folder untouched
+    if request.openvino:
+        from exporters.openvino.ir import require_openvino
+
+        require_openvino()
     check_output_folder(request.out)
 
 
@@ -177,7 +193,8 @@ def run_export(request: ExportRequest) -> ExportResult:
         targets = [Target(stage.path / a.path, kind, a.precision or "fp32") for a in artifacts
                    if (kind := model_kind(a.kind)) is not None]
         result = run_checks(TorchRunner(model, input_size), targets, seed=request.seed, batches=batches,
-                            tolerances=tolerances, held_out=held_out)
+                            tolerances=tolerances, held_out=held_out,
+                            settings=RunSettings(openvino_precision=request.openvino_precision))
         explain_targets(result, targets, model, batches=batches, seed=request.seed, tolerances=tolerances,
                         held_out=held_out, spec=spec, always=request.explain)
         if request.precision == "int8":
@@ -216,6 +233,14 @@ def _write_artifacts(request: ExportRequest, stage: Staging, spec: Spec, model: 
     artifacts: list[Artifact] = []
     if "onnx" in request.formats:
         artifacts += [describe(stage.path, name, "onnx", precision) for name, precision in onnx_files]
+    if request.openvino:
+        from exporters.openvino.ir import weights_path, write_ir
+
+        for name, precision in onnx_files:
+            xml = stage.path / IR_NAMES[precision]
+            write_ir(stage.path / name, xml)
+            artifacts += [describe(stage.path, xml.name, "openvino-ir", precision),
+                          describe(stage.path, weights_path(xml).name, "openvino-weights")]
     builder: dict[str, Any] | None = None
     if request.trt:
         builder = _build_plan(request, stage, input_size)
@@ -306,6 +331,7 @@ def _manifest(request: ExportRequest, spec: Spec, model: XceptionNet, artifacts:
                 "precision": request.precision,
                 "batchnorm_folded": True, "weights_source": str(request.weights) if request.weights else None,
                 "init_seed": request.seed, "tensorrt": builder,
+                "openvino": {"precision": request.openvino_precision} if request.openvino else None,
                 "int8": None if calib is None else {"calibration": calib.data, "excluded_blocks": list(excluded),
                                                      "activations": request.activation_scheme}},
         artifacts=list(artifacts),

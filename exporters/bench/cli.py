@@ -14,8 +14,15 @@ import click
 
 from exporters.bench.run import bench_spec, count_tasks
 from exporters.bench.timing import BenchReport, BenchSettings, InferenceRow, describe_environment
-from exporters.contract import INT8_ACTIVATIONS_CHOICES, BackendName, BatchSelection, Device, Int8ActivationsChoice
-from exporters.options import backend_option, batch_option
+from exporters.contract import (
+    INT8_ACTIVATIONS_CHOICES,
+    BackendName,
+    BatchSelection,
+    Device,
+    Int8ActivationsChoice,
+    OpenVINOPrecision,
+)
+from exporters.options import backend_option, batch_option, openvino_precision_option
 from xception_build.cli import EXIT_CODES_HELP, json_option, set_option
 from xception_build.tables import render_table
 
@@ -45,12 +52,13 @@ until --min-reps calls and --budget seconds have passed.
                    "else cpu]")
 @backend_option("Inference backends to measure (default: every backend of --device).")
 @click.option("--precision", "precision_text", default="fp32", show_default=True, metavar="P[,P...]",
-              help="Precisions of the artifacts the onnxruntime and tensorrt rows run: fp32, fp16, int8 "
+              help="Precisions of the artifacts the onnxruntime, openvino and tensorrt rows run: fp32, fp16, int8 "
                    "(comma-separated; several are timed round-robin, with their speed vs fp32).")
 @click.option("--int8-activations", type=click.Choice(INT8_ACTIVATIONS_CHOICES), default="auto",
               show_default=True,
               help="The int8 artifacts' activations, as in xbuild export: auto times the asymmetric file on "
-                   "onnxruntime and the symmetric one on tensorrt.")
+                   "onnxruntime and the symmetric one on tensorrt and openvino-cpu.")
+@openvino_precision_option("openvino-cpu rows: OpenVINO's inference precision.")
 @click.option("--train", is_flag=True,
               help="Also time training steps (fp32, bf16/fp16, channels_last, compile, all).")
 @click.option("--train-batch", type=click.IntRange(min=1), default=None,
@@ -68,7 +76,7 @@ until --min-reps calls and --budget seconds have passed.
 @click.option("--no-progress", is_flag=True, help="No progress bar on stderr.")
 def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], batch: BatchSelection | None,
                   device: Device | None, backends: tuple[BackendName, ...], precision_text: str,
-                  int8_activations: Int8ActivationsChoice, train: bool,
+                  int8_activations: Int8ActivationsChoice, openvino_precision: OpenVINOPrecision, train: bool,
                   train_batch: int | None,
                   no_reference: bool, as_json: bool, budget: float, min_reps: int, warmup: int,
                   threads: int | None, no_progress: bool) -> None:
@@ -85,7 +93,7 @@ def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], ba
     precisions = tuple(dict.fromkeys(p.strip() for p in precision_text.split(",") if p.strip()))
     settings = BenchSettings(device=device, batches=sizes, backends=backends,
                              precisions=precisions,  # type: ignore[arg-type]  # checked by BenchSettings
-                             int8_activations=int8_activations,
+                             int8_activations=int8_activations, openvino_precision=openvino_precision,
                              warmup=warmup, min_reps=min_reps, budget_s=budget, train=train,
                              train_batch=train_batch, reference=not no_reference, threads=threads)
     bar = tqdm(total=count_tasks(settings), file=sys.stderr, disable=no_progress, unit="row", leave=False)
@@ -121,9 +129,11 @@ def _pct(value: float | None) -> str:
 
 
 def _label(row: InferenceRow) -> str:
-    """The row's backend and precision, with the activation scheme of an int8 artifact."""
+    """The row's backend and precision, with the activation scheme of an int8 artifact and the
+    precision the backend computed at where it is not the artifact's (OpenVINO's bf16)."""
     scheme = f" ({row.int8_activations})" if row.int8_activations else ""
-    return f"{row.backend} {row.precision}{scheme}"
+    ran = f" (ran {row.compute_precision})" if row.compute_precision else ""
+    return f"{row.backend} {row.precision}{scheme}{ran}"
 
 
 def _ms(value: float | None) -> str:
@@ -161,12 +171,16 @@ def format_report(report: BenchReport) -> str:
             continue
         rows.append([_label(r), str(r.batch), _ms(r.p50_ms), _ms(r.p90_ms), _ms(r.min_ms),
                      f"{r.images_per_s:.1f}", str(r.reps), f"{r.setup_s:.1f}",
-                     "-" if r.vs_fp32 is None else f"{r.vs_fp32:.2f}x", _pct(r.fraction_flops),
+                     "-" if r.vs_fp32 is None else f"{r.vs_fp32:.2f}x",
+                     "-" if r.vs_baseline is None else f"{r.vs_baseline:.2f}x", _pct(r.fraction_flops),
                      _pct(r.fraction_bandwidth)])
+    baseline = next((r.baseline for r in report.inference if r.baseline), "")
     lines += ["", "inference (img/s = batch / p50; onnxruntime/tensorrt rows include host<->device copies; "
-                  "vs fp32 = the fp32 row's p50 / this row's, timed round-robin)"]
+                  "every row of a batch size is timed round-robin with the others: vs fp32 = the same backend's "
+                  f"fp32 row's p50 / this row's; vs base = the {baseline or 'first backend fp32'} row's p50 / "
+                  "this row's)"]
     lines += _table(["backend precision", "batch", "p50 ms", "p90 ms", "min ms", "img/s", "reps", "setup s",
-                     "vs fp32", "%peak FLOP/s", "%peak B/s"], rows)
+                     "vs fp32", "vs base", "%peak FLOP/s", "%peak B/s"], rows)
     if report.train:
         batch = report.train[0].batch
         lines += ["", f"training step (batch {batch}, synthetic data, forward+loss+backward+SGD; "

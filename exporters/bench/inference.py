@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import functools
 import math
 import tempfile
@@ -30,7 +31,7 @@ from torch import nn
 
 from exporters.backends import BACKENDS, ArtifactBackend, Backend, PytorchBackend
 from exporters.bench.analysis import AnalyticFigures
-from exporters.bench.peaks import device_peak, peak_precision
+from exporters.bench.peaks import DevicePeak, device_peak, peak_precision
 from exporters.bench.timing import (
     BenchSettings,
     InferenceRow,
@@ -48,6 +49,7 @@ from exporters.contract import (
     Int8Activations,
     Int8ActivationsChoice,
     Precision,
+    RunSettings,
     int8_activations_for,
 )
 from exporters.runner import Runner
@@ -56,6 +58,10 @@ from xception_build.training import synchronize
 
 if TYPE_CHECKING:
     import onnx
+
+
+_Key = tuple[BackendName, Precision]
+PYTORCH_FP32_ONLY = "PyTorch backends run the fp32 model (--train times autocast)"
 
 
 class ArtifactFiles:
@@ -69,9 +75,9 @@ class ArtifactFiles:
         self.folder = Path(self._dir.name)
         self._onnx: dict[tuple[Precision, Int8Activations | None], Path] = {}
 
-    def scheme(self, *, tensorrt: bool) -> Int8Activations:
+    def scheme(self, *, tensorrt: bool = False, openvino: bool = False) -> Int8Activations:
         """The activations of the int8 file a backend runs, chosen as ``xbuild export`` chooses them."""
-        return int8_activations_for(self.int8_activations, tensorrt=tensorrt)
+        return int8_activations_for(self.int8_activations, tensorrt=tensorrt, openvino=openvino)
 
     @functools.cached_property
     def _fp32(self) -> onnx.ModelProto:
@@ -81,10 +87,10 @@ class ArtifactFiles:
         cpu_copy = copy.deepcopy(self.model).to("cpu").eval()  # the exporter traces on CPU
         return export_onnx(cpu_copy, self.input_size, profile=self.profile)
 
-    def onnx(self, precision: Precision = "fp32", *, tensorrt: bool = False) -> Path:
-        """The model's ONNX artifact of ``precision`` for ONNX Runtime or, with ``tensorrt``, as the
-        source of an engine (only int8 differs: its activation scheme)."""
-        scheme = self.scheme(tensorrt=tensorrt) if precision == "int8" else None
+    def onnx(self, precision: Precision = "fp32", *, tensorrt: bool = False, openvino: bool = False) -> Path:
+        """The model's ONNX artifact of ``precision`` for ONNX Runtime or, with ``tensorrt`` or
+        ``openvino``, as the source of an engine or IR (only int8 differs: its activation scheme)."""
+        scheme = self.scheme(tensorrt=tensorrt, openvino=openvino) if precision == "int8" else None
         key = (precision, scheme)
         if key not in self._onnx:
             from exporters.onnx.export import serialize, to_fp16
@@ -100,6 +106,16 @@ class ArtifactFiles:
             path.write_bytes(serialize(proto))
             self._onnx[key] = path
         return self._onnx[key]
+
+    def ir(self, precision: Precision = "fp32") -> Path:
+        """The OpenVINO IR of ``precision``, made from its ONNX file as ``xbuild export --openvino`` makes it."""
+        from exporters.openvino.ir import write_ir
+
+        source = self.onnx(precision, openvino=True)
+        xml = source.with_suffix(".xml")
+        if not xml.is_file():
+            write_ir(source, xml)
+        return xml
 
     def plan(self, batch: int, precision: Precision = "fp32") -> Path:
         """A static TensorRT engine of ``precision`` for ``batch``, built from the ONNX it needs."""
@@ -118,7 +134,7 @@ class ArtifactFiles:
 
 
 def _runner_factory(backend: Backend, model: nn.Module, files: ArtifactFiles, precision: Precision,
-                    threads: int | None) -> tuple[Callable[[int], Runner], bool]:
+                    run: RunSettings) -> tuple[Callable[[int], Runner], bool]:
     """A function making the runner for one batch size, and whether one runner serves every batch."""
     if isinstance(backend, PytorchBackend):
         # strict_fp32 off: the bench measures what users run, TF32 included where cuDNN uses it
@@ -126,7 +142,9 @@ def _runner_factory(backend: Backend, model: nn.Module, files: ArtifactFiles, pr
     assert isinstance(backend, ArtifactBackend)
     if backend.runs == "tensorrt-plan":
         return (lambda batch: backend.runner(files.plan(batch, precision))), False
-    return (lambda _batch: backend.runner(files.onnx(precision), threads=threads or 0)), True
+    if backend.runs == "openvino-ir":
+        return (lambda _batch: backend.runner(files.ir(precision), run)), True
+    return (lambda _batch: backend.runner(files.onnx(precision), run)), True
 
 
 def bench_inference(model: nn.Module, input_size: tuple[int, int, int], settings: BenchSettings,
@@ -135,8 +153,7 @@ def bench_inference(model: nn.Module, input_size: tuple[int, int, int], settings
     rows: list[InferenceRow] = []
     files = ArtifactFiles(model, input_size, settings.batches, settings.int8_activations)
     try:
-        for name in settings.backends:
-            rows += _bench_backend(name, model, files, settings, figures, on_task)
+        rows += _bench_all(model, files, settings, figures, on_task)
     finally:
         files.close()
     return rows
@@ -175,44 +192,74 @@ class _Refused(Exception):
         self.status, self.reason = status, reason
 
 
-def _bench_backend(name: BackendName, model: nn.Module, files: ArtifactFiles, settings: BenchSettings,
-                   figures: AnalyticFigures, on_task: Progress) -> list[InferenceRow]:
+@dataclasses.dataclass
+class _Lane:
+    """One backend's rows and runners in a bench run."""
+
+    name: BackendName
+    device: torch.device
+    reason: str | None  # why the backend cannot run here
+    peak: DevicePeak | None
+    rows: dict[tuple[Precision, int], InferenceRow]
+    openers: dict[Precision, _Opener]
+
+
+def _lane(name: BackendName, model: nn.Module, files: ArtifactFiles, settings: BenchSettings,
+          stack: contextlib.ExitStack) -> _Lane:
     backend = BACKENDS[name]
     device = torch.device(backend.device)
     reason = backend.unavailable()
-    peak = device_peak(device) if reason is None else None
-    int8_scheme = files.scheme(tensorrt=isinstance(backend, ArtifactBackend) and backend.runs == "tensorrt-plan")
+    int8_scheme = files.scheme(tensorrt=backend.runs == "tensorrt-plan", openvino=backend.runs == "openvino-ir")
     rows = {(p, b): InferenceRow(backend=name, batch=b, precision=p,
-                                 int8_activations=int8_scheme if p == "int8" else None)
+                                 int8_activations=int8_scheme if p == "int8" and backend.runs != "pytorch" else None)
             for p in settings.precisions for b in settings.batches}
     runnable = [p for p in settings.precisions if p == "fp32" or not isinstance(backend, PytorchBackend)]
+    run = RunSettings(threads=settings.threads or 0, openvino_precision=settings.openvino_precision)
+    openers = {p: _Opener(stack, *_runner_factory(backend, model, files, p, run)) for p in runnable}
+    return _Lane(name, device, reason, device_peak(device) if reason is None else None, rows, openers)
+
+
+def _bench_all(model: nn.Module, files: ArtifactFiles, settings: BenchSettings, figures: AnalyticFigures,
+               on_task: Progress) -> list[InferenceRow]:
+    """Every (backend, precision) at one batch size is timed round-robin with the others, so the
+    ratios between backends are taken side by side, as those between precisions are."""
     with contextlib.ExitStack() as stack:
-        openers = {p: _Opener(stack, *_runner_factory(backend, model, files, p, settings.threads)) for p in runnable}
+        lanes = [_lane(name, model, files, settings, stack) for name in settings.backends]
         for batch in settings.batches:
-            calls: dict[Precision, Callable[[], object]] = {}
-            for precision in settings.precisions:
-                row = rows[(precision, batch)]
-                on_task(f"{name} {precision} batch {batch}")
-                if reason is not None:
-                    row.status, row.reason = "unavailable", reason
-                elif precision not in openers:
-                    row.status, row.reason = "skipped", "PyTorch backends run the fp32 model (--train times autocast)"
-                else:
-                    call = _set_up(row, openers[precision], files, device)
-                    if call is not None:
-                        calls[precision] = call
-            for precision, timing in _time(calls, settings, device).items():
-                row = rows[(precision, batch)]
+            calls: dict[tuple[BackendName, Precision], Callable[[], object]] = {}
+            for lane in lanes:
+                for precision in settings.precisions:
+                    row = lane.rows[(precision, batch)]
+                    on_task(f"{lane.name} {precision} batch {batch}")
+                    if lane.reason is not None:
+                        row.status, row.reason = "unavailable", lane.reason
+                    elif precision not in lane.openers:
+                        row.status, row.reason = "skipped", PYTORCH_FP32_ONLY
+                    else:
+                        call = _set_up(row, lane.openers[precision], files, lane.device)
+                        if call is not None:
+                            calls[(lane.name, precision)] = call
+            devices = {lane.device for lane in lanes if lane.reason is None}
+            by_name = {lane.name: lane for lane in lanes}
+            for (name, precision), timing in _time(calls, settings, devices).items():
+                lane = by_name[name]
+                row = lane.rows[(precision, batch)]
                 # TensorRT engines are built with TF32 cleared: their fp32 is compared with the plain fp32 peak
-                fill_row(row, timing, figures, peak,
-                         precision if precision != "fp32" else peak_precision(device, strict_fp32=name == "tensorrt"),
+                fill_row(row, timing, figures, lane.peak, row.compute_precision or (
+                         precision if precision != "fp32" else peak_precision(lane.device,
+                                                                              strict_fp32=name == "tensorrt")),
                          training=False)
-            base = rows.get(("fp32", batch))
-            for precision in calls:
-                row = rows[(precision, batch)]
+            baseline = next((lane.rows[("fp32", batch)] for lane in lanes if ("fp32", batch) in lane.rows
+                             and lane.rows[("fp32", batch)].p50_ms), None)
+            for name, precision in calls:
+                lane = by_name[name]
+                row, base = lane.rows[(precision, batch)], lane.rows.get(("fp32", batch))
                 if base is not None and base.p50_ms and row.p50_ms:
                     row.vs_fp32 = base.p50_ms / row.p50_ms
-    return list(rows.values())
+                if baseline is not None and baseline.p50_ms and row.p50_ms:
+                    row.vs_baseline = baseline.p50_ms / row.p50_ms
+                    row.baseline = f"{baseline.backend} fp32"
+    return [row for lane in lanes for row in lane.rows.values()]
 
 
 def _set_up(row: InferenceRow, opener: _Opener, files: ArtifactFiles, device: torch.device
@@ -221,6 +268,7 @@ def _set_up(row: InferenceRow, opener: _Opener, files: ArtifactFiles, device: to
     try:
         t0 = time.perf_counter()
         runner = opener.open(row.batch)
+        row.compute_precision = runner.compute_precision
         feeds = {INPUT_NAME: np.random.default_rng(row.batch).standard_normal((row.batch, *files.input_size),
                                                                               dtype=np.float32)}
         call = runner.timed_call(feeds)
@@ -237,16 +285,17 @@ def _set_up(row: InferenceRow, opener: _Opener, files: ArtifactFiles, device: to
     return None
 
 
-def _time(calls: dict[Precision, Callable[[], object]], settings: BenchSettings,
-          device: torch.device) -> dict[Precision, Timing]:
+def _time(calls: dict[_Key, Callable[[], object]], settings: BenchSettings,
+          devices: set[torch.device]) -> dict[_Key, Timing]:
     """One call: the adaptive loop. Several: round-robin, as many rounds as the budget allows."""
     def sync() -> None:
-        synchronize(device)
+        for device in devices:
+            synchronize(device)
 
     if len(calls) == 1:
-        (precision, call), = calls.items()
-        return {precision: measure(call, sync, warmup=settings.warmup, min_reps=settings.min_reps,
-                                   max_reps=settings.max_reps, budget_s=settings.budget_s)}
+        (key, call), = calls.items()
+        return {key: measure(call, sync, warmup=settings.warmup, min_reps=settings.min_reps,
+                             max_reps=settings.max_reps, budget_s=settings.budget_s)}
     if not calls:
         return {}
     t0 = time.perf_counter()
@@ -254,5 +303,5 @@ def _time(calls: dict[Precision, Callable[[], object]], settings: BenchSettings,
         call()
     sync()
     one_round = max(time.perf_counter() - t0, 1e-9)
-    rounds = min(settings.max_reps, max(settings.min_reps, math.ceil(settings.budget_s / one_round)))
+    rounds = min(settings.max_reps, max(settings.min_reps, math.ceil(settings.budget_s * len(calls) / one_round)))
     return measure_interleaved(calls, sync, warmup=settings.warmup, reps=rounds)

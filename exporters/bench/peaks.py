@@ -87,6 +87,19 @@ def cpu_name() -> str | None:
     return names[0] if names else None
 
 
+#: the instruction sets that decide what a CPU runs fast, as /proc/cpuinfo spells them: every CPU
+#: figure names the ones present, since the machines differ from run to run
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16",
+             "amx_tile", "amx_bf16", "amx_int8")
+
+
+def cpu_isa_flags(info: Mapping[str, list[str]] | None = None) -> tuple[str, ...]:
+    """Which of :data:`ISA_FLAGS` this CPU (or the /proc/cpuinfo fields ``info``) lists."""
+    fields = cpuinfo() if info is None else info
+    flags = set(fields["flags"][-1].split()) if fields.get("flags") else set()
+    return tuple(flag for flag in ISA_FLAGS if flag in flags)
+
+
 def cpu_peak_from(info: Mapping[str, list[str]], threads: int) -> DevicePeak:
     """The estimate for a CPU described by /proc/cpuinfo fields, run on ``threads`` threads.
 

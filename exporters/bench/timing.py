@@ -21,8 +21,17 @@ import torch
 
 from exporters.backends import BACKENDS, backends_for
 from exporters.bench.analysis import AnalyticFigures, fraction_of_peak
-from exporters.bench.peaks import DevicePeak, cpu_name
-from exporters.contract import PRECISIONS, BackendName, Device, Int8Activations, Int8ActivationsChoice, Precision
+from exporters.bench.peaks import DevicePeak, cpu_isa_flags, cpu_name
+from exporters.contract import (
+    PRECISIONS,
+    BackendName,
+    ComputePrecision,
+    Device,
+    Int8Activations,
+    Int8ActivationsChoice,
+    OpenVINOPrecision,
+    Precision,
+)
 from xception_build.errors import UserError, XBuildError
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -40,6 +49,7 @@ class BenchSettings:
     backends: tuple[BackendName, ...] = ()
     precisions: tuple[Precision, ...] = ("fp32",)  # of the artifacts the ONNX Runtime and TensorRT rows run
     int8_activations: Int8ActivationsChoice = "auto"
+    openvino_precision: OpenVINOPrecision = "auto"  # OpenVINO's inference precision hint
     warmup: int = 2
     min_reps: int = 5
     max_reps: int = 1000
@@ -144,9 +154,12 @@ def measure_interleaved(calls: Mapping[K, Callable[[], object]], sync: Callable[
 
 
 def describe_environment(env: dict[str, object]) -> str:
-    """One line for a report: device, threads, library versions, load."""
-    return (f"{env['device']} ({env['device_name']}), {env['threads']} torch threads, torch {env['torch']}, "
-            f"onnxruntime {env.get('onnxruntime') or '-'}, load average {env.get('load_average', '-')}")
+    """One line for a report: device, its instruction sets, threads, library versions, load."""
+    flags = env.get("cpu_flags")
+    isa = f" [{' '.join(flags)}]" if isinstance(flags, list) else ""  # type: ignore[arg-type]
+    return (f"{env['device']} ({env['device_name']}){isa}, {env['threads']} torch threads, torch {env['torch']}, "
+            f"onnxruntime {env.get('onnxruntime') or '-'}, openvino {env.get('openvino') or '-'}, "
+            f"load average {env.get('load_average', '-')}")
 
 
 @dataclass(kw_only=True)
@@ -169,9 +182,12 @@ class Row:
 class InferenceRow(Row):
     backend: BackendName
     precision: Precision = "fp32"  # the artifact's (or model's) precision
+    compute_precision: ComputePrecision | None = None  # what the backend computed at, where not the artifact's
     int8_activations: Int8Activations | None = None  # the int8 artifact's activation scheme
     fraction_bandwidth: float | None = None
     vs_fp32: float | None = None  # the fp32 row's p50 / this row's, same backend and batch, timed round-robin
+    vs_baseline: float | None = None  # the run's first fp32 row's p50 / this row's, same batch, round-robin
+    baseline: str = ""  # that row: "onnxruntime-cpu fp32"
 
 
 @dataclass(kw_only=True)
@@ -235,7 +251,8 @@ def environment(device: torch.device, label: str) -> dict[str, object]:
         env["device_name"] = _cpu_name()
     if hasattr(os, "getloadavg"):
         env["load_average"] = [round(v, 2) for v in os.getloadavg()]
-    for module in ("onnxruntime", "timm"):
+        env["cpu_flags"] = list(cpu_isa_flags())
+    for module in ("onnxruntime", "openvino", "timm"):
         try:
             env[module] = __import__(module).__version__
         except Exception:

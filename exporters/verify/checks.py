@@ -19,7 +19,15 @@ import numpy as np
 
 from exporters.backends import artifact_backends
 from exporters.calibration import HeldOut
-from exporters.contract import INPUT_NAME, OUTPUT_NAME, BackendName, ModelArtifactKind, Precision
+from exporters.contract import (
+    DEFAULT_RUN_SETTINGS,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    BackendName,
+    ModelArtifactKind,
+    Precision,
+    RunSettings,
+)
 from exporters.runner import Runner, TorchRunner
 from exporters.verify.compare import Comparison, Tolerance, compare, format_table
 from exporters.verify.integrity import ArtifactCheck
@@ -178,7 +186,7 @@ DATA_BATCH = 32
 def run_checks(reference: TorchRunner, targets: Sequence[Target], *, batches: Sequence[int], seed: int,
                tolerances: Mapping[Precision, Tolerance], result: VerificationResult | None = None,
                backends: Sequence[BackendName] | None = None, held_out: HeldOut | None = None,
-               no_held_out: str = "") -> VerificationResult:
+               no_held_out: str = "", settings: RunSettings = DEFAULT_RUN_SETTINGS) -> VerificationResult:
     """Compare every target on every available backend with the reference.
 
     fp32 and fp16 artifacts are judged on seeded inputs at every batch size; int8 artifacts on the
@@ -203,7 +211,7 @@ def run_checks(reference: TorchRunner, targets: Sequence[Target], *, batches: Se
                     continue
                 tolerance = tolerances[target.precision]
                 try:
-                    with backend.runner(target.path) as runner:
+                    with backend.runner(target.path, settings) as runner:
                         if on_data:
                             assert held_out is not None
                             result.comparisons.append(probe.on_data(runner, target, tolerance))

@@ -12,24 +12,26 @@ from pathlib import Path
 
 from exporters.backends import BACKENDS, artifact_backends
 from exporters.calibration import DataSource, HeldOut, load_images
-from exporters.contract import BackendName, model_kind
+from exporters.contract import OPENVINO_PRECISIONS, BackendName, OpenVINOPrecision, RunSettings, model_kind
 from exporters.manifest import MANIFEST_NAME, DataInfo, Manifest, read_manifest
 from exporters.runner import TorchRunner
 from exporters.verify.checks import LeftOut, Target, VerificationResult, run_checks
 from exporters.verify.diagnosis import explain_targets
-from exporters.verify.integrity import ArtifactCheck, check_folder, unlisted_files
+from exporters.verify.integrity import ArtifactCheck, check_folder, companion_files, unlisted_files
 from exporters.verify.reference import reference_model
 from xception_build.errors import UserError
 from xception_build.spec import Spec, load_spec, spec_hash
 
 
 def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] | None = None,
-                     data: str | None = None, explain: bool = False) -> VerificationResult:
+                     data: str | None = None, explain: bool = False,
+                     openvino_precision: OpenVINOPrecision | None = None) -> VerificationResult:
     """Re-check an export: the manifest's rules and every hash, then the numbers of every selected
     artifact on every backend this machine has. Read the verdict with ``raise_for_verdict``.
 
     int8 artifacts are judged again on the held-out images the manifest records (read from
-    ``data`` instead when given: the same images elsewhere)."""
+    ``data`` instead when given: the same images elsewhere). OpenVINO IR runs at the inference
+    precision the export verified it at, unless ``openvino_precision`` says otherwise."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     checks = check_folder(directory, manifest)
@@ -60,15 +62,30 @@ def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] |
         raise UserError(f"{directory / MANIFEST_NAME}: malformed manifest at model.input_size: "
                         f"{list(manifest.model.input_size)}, but the model of {spec_file.path} takes "
                         f"{list(input_size)}")
-    intact_targets = [t for t in targets if t.name in intact]
+    intact_targets = []
+    for target in targets:
+        broken = [name for name in companion_files(manifest, target.name) if name not in intact]
+        if broken:
+            result.notes.append(f"{target.name}: not run: {', '.join(broken)}, which it reads, failed its check")
+        elif target.name in intact:
+            intact_targets.append(target)
     held_out, why = None, ""
     if any(t.precision == "int8" for t in intact_targets):
         held_out, why = _held_out(settings.data, data, spec, result)
+    run = RunSettings(openvino_precision=openvino_precision or _recorded_openvino_precision(manifest))
     run_checks(TorchRunner(model, input_size), intact_targets, batches=settings.batches, seed=settings.seed,
-               tolerances=settings.tolerances, result=result, backends=backends, held_out=held_out, no_held_out=why)
+               tolerances=settings.tolerances, result=result, backends=backends, held_out=held_out, no_held_out=why,
+               settings=run)
     explain_targets(result, intact_targets, model, batches=settings.batches, seed=settings.seed,
                     tolerances=settings.tolerances, held_out=held_out, spec=spec, always=explain)
     return result
+
+
+def _recorded_openvino_precision(manifest: Manifest) -> OpenVINOPrecision:
+    """The ``--openvino-precision`` the export verified its IR at (``auto`` where it records none)."""
+    recorded = manifest.export.get("openvino")
+    value = recorded.get("precision") if isinstance(recorded, dict) else None
+    return value if value in OPENVINO_PRECISIONS else "auto"
 
 
 def _held_out(recorded: DataInfo | None, override: str | None, spec: Spec,

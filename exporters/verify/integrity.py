@@ -16,6 +16,7 @@ them). Each finding is an :class:`ArtifactCheck`; a failed one makes the verdict
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
@@ -24,7 +25,7 @@ from exporters.manifest import MANIFEST_NAME, Artifact, Manifest
 from xception_build.files import sha256_file
 
 #: what an artifact of an export looks like, for files the manifest does not list
-ARTIFACT_SUFFIXES = (".onnx", ".plan", ".engine", ".safetensors", ".pt", ".pth", ".yaml", ".yml")
+ARTIFACT_SUFFIXES = (".onnx", ".plan", ".engine", ".xml", ".bin", ".safetensors", ".pt", ".pth", ".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,16 @@ def unsafe_path(directory: Path, relative: str) -> str | None:
     return None
 
 
+def companion_files(manifest: Manifest, path: str) -> list[str]:
+    """The listed files a model artifact reads besides itself (an IR's ``.bin``): it can be run only
+    when they pass their checks too."""
+    art = next((a for a in manifest.artifacts if a.path == path), None)
+    if art is None or art.kind != "openvino-ir":
+        return []
+    weights = str(PurePosixPath(path).with_suffix(".bin"))
+    return [a.path for a in manifest.artifacts if a.path == weights and a.kind == "openvino-weights"]
+
+
 def manifest_problems(manifest: Manifest) -> list[str]:
     """What the manifest lacks to be verifiable at all."""
     problems = []
@@ -68,8 +79,14 @@ def manifest_problems(manifest: Manifest) -> list[str]:
     if "weights" not in kinds:
         problems.append("lists no weights (weights.safetensors): there is nothing to rebuild the reference from")
     if not any(model_kind(kind) is not None for kind in kinds):
-        problems.append("lists no model artifact (onnx or tensorrt-plan): there is nothing to verify")
+        problems.append("lists no model artifact (onnx, openvino-ir or tensorrt-plan): there is nothing to verify")
     paths = [a.path for a in manifest.artifacts]
+    for art in manifest.artifacts:
+        if art.kind == "openvino-ir":
+            weights = str(PurePosixPath(art.path).with_suffix(".bin"))
+            if not any(a.path == weights and a.kind == "openvino-weights" for a in manifest.artifacts):
+                problems.append(f"lists the OpenVINO IR {art.path} without its weights file {weights} "
+                                "(openvino-weights): the IR cannot be checked whole")
     repeated = sorted({p for p in paths if paths.count(p) > 1})
     if repeated:
         problems.append(f"lists {', '.join(repeated)} more than once")
@@ -97,8 +114,8 @@ def _diagnose(path: Path, art: Artifact, manifest: Manifest, by_hash: dict[str, 
         return None
     if by_hash.get(digest, art.path) != art.path:
         return f"swapped: its contents are what the manifest records for {by_hash[digest]}"
-    if art.kind == "onnx":
-        other = _other_model(path, manifest)
+    if art.kind in ("onnx", "openvino-ir"):
+        other = _other_model(path, art, manifest)
         if other is not None:
             return other
     size = path.stat().st_size
@@ -106,8 +123,14 @@ def _diagnose(path: Path, art: Artifact, manifest: Manifest, by_hash: dict[str, 
     return f"changed: {sizes}; sha256 {digest[:12]}..., the manifest records {art.sha256[:12]}..."
 
 
-def _other_model(path: Path, manifest: Manifest) -> str | None:
-    """``a different model: ...`` when the ONNX's own metadata names another spec or spec hash."""
+def _model_metadata(path: Path, art: Artifact) -> dict[str, str] | None:
+    """The xbuild metadata a model file carries (an ONNX's ``metadata_props``, an IR's ``rt_info``)."""
+    if art.kind == "openvino-ir":  # the IR's rt_info as the text writes it, without running OpenVINO
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return None
+        return {key: value for key, value in _IR_META.findall(text)}
     import onnx
 
     from exporters.onnx.export import metadata_of
@@ -116,7 +139,17 @@ def _other_model(path: Path, manifest: Manifest) -> str | None:
         proto = onnx.load(str(path), load_external_data=False)
     except Exception:  # not ONNX at all (any protobuf or I/O error): a plain "changed" then
         return None
-    meta = metadata_of(proto)
+    return metadata_of(proto)
+
+
+_IR_META = re.compile(r'<(xbuild\.spec_(?:name|hash)) value="([^"]*)"')
+
+
+def _other_model(path: Path, art: Artifact, manifest: Manifest) -> str | None:
+    """``a different model: ...`` when the model file's own metadata names another spec or spec hash."""
+    meta = _model_metadata(path, art)
+    if meta is None:
+        return None
     name, digest = meta.get(META_SPEC_NAME), meta.get(META_SPEC_HASH)
     expected_name = str(manifest.spec.resolved.get("name", "?"))
     if (name is None and digest is None) or digest == manifest.spec.hash:

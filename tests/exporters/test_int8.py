@@ -20,6 +20,7 @@ from launch import CIFAR, EXAMPLE, ROOT, explain, python
 
 from exporters.calibration import DataSource, load_images
 from exporters.onnx.quantize import channel_warnings
+from exporters.openvino.ir import openvino_unavailable
 from xception_build import load_spec, plan_spec
 
 Run = Callable[..., Result]
@@ -206,3 +207,23 @@ def test_symmetric_activations_are_what_tensorrt_builds_from(trained: tuple[Path
     assert zero_points and all(not np.any(onnx.numpy_helper.to_array(z)) for z in zero_points)  # zero point 0
     assert not _activation_zero_points(proto) and _metadata(proto)["xbuild.int8_activations"] == "symmetric"
     assert run("verify", out).exit_code == 0
+
+
+@pytest.mark.skipif(openvino_unavailable() is not None, reason=str(openvino_unavailable()))
+def test_int8_openvino_ir_is_made_from_our_qdq_file_and_judged_on_held_out_images(
+        trained: tuple[Path, Path], tmp_path: Path, run: Run) -> None:
+    data, weights = trained
+    out = tmp_path / "ov"
+    result = run("export", CIFAR, "--weights", weights, "--precision", "int8", "--calib", data, "--calib-size", "96",
+                 "--eval-size", "200", "--batch", "1:8:16", "--onnx", "--openvino", "--out", out)
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    kinds = {a["path"]: (a["kind"], a["precision"]) for a in manifest["artifacts"]}
+    assert kinds["model.int8.xml"] == ("openvino-ir", "int8") and kinds["model.xml"] == ("openvino-ir", "fp32")
+    assert manifest["export"]["int8"]["activations"] == "symmetric"  # auto picks symmetric for OpenVINO
+    judged = {r["backend"]: r for r in manifest["verification"]["results"] if r["inputs"] == "200 held-out"}
+    assert set(judged) == {"onnxruntime-cpu", "openvino-cpu"} and all(r["passed"] for r in judged.values())
+    assert judged["openvino-cpu"]["artifact"] == "model.int8.xml"
+    again = run("verify", out, "--backend", "openvino-cpu")
+    assert again.exit_code == 0, again.output
+    assert "model.int8.xml  openvino-cpu  200 held-out" in again.output

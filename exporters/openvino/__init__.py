@@ -1,0 +1,1 @@
+"""OpenVINO: the exported ONNX turned into OpenVINO IR (``model.xml`` + ``model.bin``), and its runner."""
