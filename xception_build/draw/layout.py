@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ..plan import Plan
 from ..source import SpecSource
@@ -73,15 +74,16 @@ def _measure(boxes: Sequence[BoxContent], repeat_cites: Sequence[str]) -> _Metri
     return _Metrics(main, shortcut, inner + 2 * PAD)
 
 
-def _steps(texts: Sequence[str], role: str, axis: float, y: float, width: float) -> tuple[list[Element], float]:
+def _steps(texts: Sequence[str], role: Literal["step", "shared"], axis: float, y: float,
+           width: float) -> tuple[list[Element], float]:
     """Boxes of a path, joined by arrows, from ``y`` down; returns them and where they end."""
     out: list[Element] = []
     for index, text in enumerate(texts):
         if index:
             out.append(Line(((axis, y), (axis, y + CONNECT))))
             y += CONNECT
-        out.append(Rect(axis - width / 2, y, width, STEP_HEIGHT, "shared" if role == "shared" else "step"))
-        out.append(Text(axis, y + STEP_HEIGHT / 2 + 4.5, text, "step", "middle"))
+        out.append(Rect(axis - width / 2, y, width, STEP_HEIGHT, role))
+        out.append(Text(axis, y + STEP_HEIGHT / 2 + 4.5, text, role, "middle"))
         y += STEP_HEIGHT
     return out, y
 
@@ -105,7 +107,7 @@ def _place_box(box: BoxContent, x: float, y: float, m: _Metrics) -> tuple[Group,
     if diagram.shared or residual:
         body.append(Line(((axis, cursor), (axis, cursor + CONNECT))))
         cursor += CONNECT
-    main, cursor = _steps(diagram.main, "main", axis, cursor, m.main)
+    main, cursor = _steps(diagram.main, "step", axis, cursor, m.main)
     body.extend(main)
     if residual:
         lines = diagram.projection
@@ -118,12 +120,12 @@ def _place_box(box: BoxContent, x: float, y: float, m: _Metrics) -> tuple[Group,
         body.append(Line(((axis, split), (side, split), (side, top)), arrow=bool(lines)))
         if lines:
             body.append(Rect(side - m.shortcut / 2, top, m.shortcut, branch, "projection"))
-            body.extend(Text(side, top + 1 + FOOTER_LINE * (i + 1), line, "step", "middle")
+            body.extend(Text(side, top + 1 + FOOTER_LINE * (i + 1), line, "shortcut", "middle")
                         for i, line in enumerate(lines))
         else:
-            width = text_width("identity", "note") + 10
+            width = text_width("identity", "shortcut") + 12
             body.append(Rect(side - width / 2, top, width, branch, "label"))
-            body.append(Text(side, top + 13, "identity", "note", "middle"))
+            body.append(Text(side, top + 13.5, "identity", "shortcut", "middle"))
         body.append(Line(((side, top + branch), (side, join), (axis + JOIN_RADIUS, join))))
         body.append(Rect(axis - 3, split - 3, 6, 6, "dot"))
         cursor = join + JOIN_RADIUS
@@ -199,9 +201,9 @@ class _Column:
         self.y = bottom + ARROW
 
 
-def _legend(boxes: Sequence[BoxContent], y: float) -> tuple[list[Element], float]:
-    """What the colours and the numbers on the arrows mean, for the parts this drawing has; and
-    where it ends."""
+def _legend(boxes: Sequence[BoxContent], repeats: bool, y: float) -> tuple[list[Element], float]:
+    """What the colours, the marks and the numbers on the arrows mean, for the parts this drawing
+    has (``repeats``: a flow or an entry repeats); and where it ends."""
     items: list[tuple[BoxRole | None, str]] = [("step", "main path, in order")]
     if any(box.diagram.shared for box in boxes):
         items.append(("shared", "before the shortcut branches off"))
@@ -217,6 +219,11 @@ def _legend(boxes: Sequence[BoxContent], y: float) -> tuple[list[Element], float
             x += 30
         out.append(Text(x, y, text, "note"))
         x += text_width(text, "note") + 28
+    if repeats:
+        out.append(Text(x, y, "x N", "badge"))
+        x += text_width("x N ", "badge")
+        out.append(Text(x, y, "drawn once, runs N times", "note"))
+        x += text_width("drawn once, runs N times", "note") + 28
     out.append(Text(x, y, "19x19x728", "shape"))
     x += text_width("19x19x728 ", "shape")
     meaning = "feature map: height x width x channels"
@@ -268,7 +275,8 @@ def layout(plan: Plan, source: SpecSource | None = None, spec_file: str | None =
     named = f" · {Path(spec_file).name}" if spec_file else ""
     subtitle = (f"input {hwc(plan.input_shape)} · {plan.total_params:,} params · {human_count(plan.total_macs)} MACs"
                 f" · features {hwc(plan.feature_shape)}" + "".join(f" · --set {o}" for o in overrides))
-    legend, legend_end = _legend(boxes, MARGIN + 84)
+    repeats = any(d.frame for d in drawings) or any(box.badge for box in boxes)
+    legend, legend_end = _legend(boxes, repeats, MARGIN + 84)
     heading: list[Element] = [Text(MARGIN, MARGIN + 24, f"{plan.name}{named}", "title"),
                               Text(MARGIN, MARGIN + 52, subtitle, "subtitle"), Group("legend", tuple(legend))]
     width = max(MARGIN * 2 + len(drawings) * metrics.column + (len(drawings) - 1) * COLUMN_GAP,

@@ -26,8 +26,8 @@ class TextStyle:
     italic: bool = False
 
 
-TextRole = Literal["title", "subtitle", "flow", "path", "cite", "badge", "step", "note", "shape", "terminal",
-                   "repeat", "repeat_cite"]
+TextRole = Literal["title", "subtitle", "flow", "path", "cite", "badge", "step", "shared", "shortcut", "note",
+                   "shape", "terminal", "repeat", "repeat_cite"]
 
 TEXT_STYLES: dict[TextRole, TextStyle] = {
     "title": TextStyle(22, SANS, bold=True),
@@ -36,7 +36,9 @@ TEXT_STYLES: dict[TextRole, TextStyle] = {
     "path": TextStyle(13, bold=True),
     "cite": TextStyle(13, fill="#57606a"),
     "badge": TextStyle(14, bold=True, fill="#8250df"),
-    "step": TextStyle(13),
+    "step": TextStyle(13),  # a step of the main path
+    "shared": TextStyle(13),  # a step both paths share (before the shortcut branches off)
+    "shortcut": TextStyle(13),  # a layer of the shortcut's projection, or "identity"
     "note": TextStyle(12, fill="#57606a"),
     "shape": TextStyle(12, fill="#0a5d2c", bold=True),
     "terminal": TextStyle(13, fill="#57606a", italic=True),
