@@ -33,7 +33,7 @@ Exit codes:
   0  success
   1  a numeric verification ran and failed
   2  user error: bad spec, option, file or checkpoint
-  3  a backend the command needs is missing here (TensorRT, a GPU)
+  3  a backend the command needs is missing here (TensorRT, a GPU, the PNG renderer)
   130  interrupted (Ctrl-C); outputs already in place are left as they were
 A closed stdout (e.g. piped into head) drops the rest of the output and keeps the exit code."""
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from spec_files import SPECS
+from spec_files import ROOT, SPECS
 
 from xception_build import load_spec, plan_spec
 from xception_build.catalog import shipped_specs
@@ -281,3 +281,33 @@ def test_an_existing_file_is_replaced_only_by_a_finished_drawing(tmp_path: Path)
     assert run("draw", "xception_cifar", "-o", str(out))[0] == 0
     assert groups(drawing(out), "block")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.svg"]  # no temporary file left behind
+
+
+def test_the_readme_picture_is_what_the_command_draws(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/images/xception.svg is made by the command the README shows, from the repository root;
+    a change of the drawing (or of specs/xception.yaml) means making it again with that command."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "xception.svg"
+    assert run("draw", "specs/xception.yaml", "-o", str(out))[0] == 0
+    picture = ROOT / "docs" / "images" / "xception.svg"
+    assert out.read_text(encoding="utf-8") == picture.read_text(encoding="utf-8"), (
+        "docs/images/xception.svg is out of date: xbuild draw specs/xception.yaml -o docs/images/xception.svg")
+    assert "![" in (readme := (ROOT / "README.md").read_text(encoding="utf-8"))
+    assert "(docs/images/xception.svg)" in readme
+    assert "xbuild draw specs/xception.yaml -o docs/images/xception.svg" in readme
+
+
+def test_a_write_the_file_system_refuses_is_a_user_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    import xception_build.files
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(xception_build.files.os, "fsync", disk_full)
+    out = tmp_path / "x.svg"
+    out.write_text("before")
+    code, err = run("draw", "xception_cifar", "-o", str(out))
+    assert code == 2 and err.startswith(f"error: {out}: writing the output failed: No space left on device")
+    assert out.read_text() == "before" and sorted(p.name for p in tmp_path.iterdir()) == ["x.svg"]
