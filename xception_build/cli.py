@@ -33,7 +33,7 @@ Exit codes:
   0  success
   1  a numeric verification ran and failed
   2  user error: bad spec, option, file or checkpoint
-  3  a backend the command needs is missing here (TensorRT, a GPU)
+  3  a backend the command needs is missing here (TensorRT, a GPU, the PNG renderer)
   130  interrupted (Ctrl-C); outputs already in place are left as they were
 A closed stdout (e.g. piped into head) drops the rest of the output and keeps the exit code."""
 
@@ -154,6 +154,7 @@ def main() -> None:
       xbuild validate specs/*.yaml
       xbuild list
       xbuild diff xception41 xception65
+      xbuild draw specs/xception.yaml -o xception.svg
       xbuild export specs/xception.yaml --out build/
       xbuild verify build/
     """
@@ -342,6 +343,38 @@ def diff_command(spec_a: Path, spec_b: Path, overrides: Sequence[str], as_json: 
 
     diff = diff_specs(load_spec(spec_a), load_spec(spec_b, overrides))
     click.echo(json.dumps(diff.as_data(), indent=2) if as_json else format_diff(diff))
+
+
+@main.command("draw", short_help="Draw the network as the Xception paper does: SVG, PNG or HTML.", epilog=f"""\b
+Examples:
+  xbuild draw specs/xception.yaml -o xception.svg
+  xbuild draw xception65 -o xception65.png
+  xbuild draw specs/xception41.yaml --set middle.repeat=4 -o variant.html
+
+{EXIT_CODES_HELP}""")
+@click.argument("spec", type=click.Path(path_type=Path))
+@set_option
+@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path), metavar="FILE",
+              help="The file to write; its extension picks the format: .svg, .png or .html.")
+def draw_command(spec: Path, overrides: Sequence[str], output: Path) -> None:
+    """Draw SPEC's network, laid out from its plan as the Xception paper draws it.
+
+    Entry, middle and exit flow side by side; each block with its layers, stride, shortcut,
+    parameters and MACs, the spec entry and the file and line it is written at, and the
+    feature-map size on the arrows between blocks. A flow or an entry that repeats is drawn once,
+    marked with its count (x 8). The HTML page shows each block's modules when hovered; the PNG
+    needs the resvg-py package (pip install 'xception-build[draw]'). An existing FILE is replaced
+    only once the drawing is complete. Needs the plan only (no torch).
+    """
+    from .draw import check_drawing_target, write_drawing
+    from .plan import plan_spec
+    from .spec import load_spec
+
+    check_drawing_target(output)
+    loaded = load_spec(spec, overrides)
+    plan = plan_spec(loaded)
+    write_drawing(plan, output, loaded.source, loaded.source.files[0] if loaded.source else str(spec), overrides)
+    click.echo(f"wrote {output}", err=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

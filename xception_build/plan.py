@@ -69,6 +69,7 @@ class FlowPlan:
     stem: tuple[PlannedBlock, ...]
     blocks: tuple[PlannedBlock, ...]
     final_activation: str | None
+    repeat: int = 1  # how many times the block list runs (``repeat`` after ``scaling.depth``)
 
 
 @dataclass(frozen=True)
@@ -238,7 +239,7 @@ def _plan_flow(spec: Spec, name: str, shape: Shape, walk: _Walk) -> tuple[FlowPl
         final = None if final == "none" else final
         if final is not None and walk.previous is not None:
             walk.previous, walk.previous_spec_path = f"{name}.final_act", f"{name}.final_act"
-    return FlowPlan(name, tuple(planned["stem"]), tuple(planned["blocks"]), final), shape
+    return FlowPlan(name, tuple(planned["stem"]), tuple(planned["blocks"]), final, flow_repeat), shape
 
 
 def _plan_entry(spec: Spec, flow_name: str, part: str, index: int, entry: BlockSpecModel, flow: FlowSpec,

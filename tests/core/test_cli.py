@@ -136,7 +136,7 @@ def test_compile_out_into_an_unwritable_place_is_a_user_error(tmp_path: Path) ->
     assert code == 2 and f"--out {blocker}: is a file, expected a folder" in err
 
 
-@pytest.mark.parametrize("command", ["compile", "validate"])
+@pytest.mark.parametrize("command", ["compile", "validate", "draw"])
 def test_help_has_an_example(command: str) -> None:
     code, out, _ = run(command, "--help")
     assert code == 0 and "Example" in out and "xbuild " + command in out

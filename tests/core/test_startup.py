@@ -47,6 +47,17 @@ def test_spec_commands_do_not_import_torch(args: list[str]) -> None:
     assert result.stderr.endswith("torch not imported\n"), result.stderr
 
 
+@pytest.mark.parametrize("suffix", [".svg", ".html", ".png"])
+def test_draw_does_not_import_torch(suffix: str, tmp_path: Path) -> None:
+    if suffix == ".png":
+        pytest.importorskip("resvg_py")
+    out = tmp_path / f"xception65{suffix}"
+    result = xbuild("draw", str(SPECS / "xception65.yaml"), "--set", "middle.repeat=4", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.endswith("torch not imported\n"), result.stderr
+    assert out.stat().st_size > 0
+
+
 def test_a_spec_error_does_not_import_torch_either() -> None:
     result = xbuild("compile", str(SPECS / "xception.yaml"), "--set", "middle.repeat=0")
     assert result.returncode == 2 and "middle.repeat" in result.stderr

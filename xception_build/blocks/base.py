@@ -2,7 +2,8 @@
 
 A block kind is one file under ``xception_build/blocks/``: a :class:`BlockKind` object with its
 spec schema (a pydantic model), a ``plan`` step that works out channels, shapes, parameters and
-MACs with no tensors, and a ``build`` step that turns that plan into modules. Listing the object
+MACs with no tensors, a ``build`` step that turns that plan into modules, and a ``diagram`` step
+that says how ``xbuild draw`` pictures it. Listing the object
 in ``blocks/__init__.py`` is all it takes for specs (stems and blocks alike), the planner and the
 builder to know it. torch is imported only by ``build``, so specs validate and plan without it.
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Generic, NoReturn, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Literal, NoReturn, Protocol, TypeVar
 
 from pydantic import Field
 
+from ..activations import ACTIVATIONS
 from ..options import BlockOptions, ResolvedOptions, StrictModel
 
 if TYPE_CHECKING:
@@ -57,6 +59,19 @@ class BlockPlan:
     params: int
     macs: int
     tap: BlockTap | None = None  # set by blocks whose spec asks for a stride
+
+
+@dataclass(frozen=True)
+class BlockDiagram:
+    """A planned block as a picture shows it (``xbuild draw``), in the words of the Xception paper's
+    figure: one step per box of the main path (``ReLU · SepConv 3x3, 256 · BN``), the steps both
+    paths share before the shortcut branches off (a pre-activation), and the residual shortcut:
+    none, an identity, or a projection whose layers are listed one per line."""
+
+    main: tuple[str, ...]
+    shared: tuple[str, ...] = ()
+    residual: Literal["none", "identity", "projection"] = "none"
+    projection: tuple[str, ...] = ()
 
 
 class PlanContext(Protocol):
@@ -117,6 +132,10 @@ class BlockKind(ABC, Generic[SpecT, ConfigT]):
     def build(self, config: ConfigT) -> nn.Module:
         """The modules of one planned block (``config`` is what :meth:`plan` put in its ``BlockPlan``)."""
 
+    @abstractmethod
+    def diagram(self, config: ConfigT) -> BlockDiagram:
+        """What a drawing of the planned block shows (``config`` as for :meth:`build`); no torch."""
+
 
 # Far beyond any real layer (the widest shipped layer has 2,048 channels), and small enough for every
 # backend's integer types: a mistyped `stride: 20000000000` fails in planning, not deep in torch.
@@ -154,6 +173,18 @@ def conv_costs(in_shape: Shape, out_channels: int, kernel: int, stride: int, pad
     params = weights + (out_channels if bias else 0)
     macs = weights * max(height, 0) * max(width, 0)
     return out, params, macs
+
+
+def layer_label(op: str) -> str:
+    """How a drawing names a norm or an activation of a layout: ``BN``, ``ReLU``, ``SiLU``."""
+    if op == "norm":
+        return "BN"  # every norm a spec builds is a BatchNorm2d (layers.make_norm)
+    return ACTIVATIONS[op].module
+
+
+def strided(label: str, stride: int, dilation: int) -> str:
+    """``label`` with the stride and the dilation it runs at, where they are not 1."""
+    return label + (f", stride {stride}" if stride > 1 else "") + (f", dilation {dilation}" if dilation > 1 else "")
 
 
 def norm_params(channels: int) -> int:

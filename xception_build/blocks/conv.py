@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from ..activations import ActivationName, ActivationSetting
 from ..options import BlockOptions, NormOverride, PaddingKind, ResolvedOptions
 from .base import (
+    BlockDiagram,
     BlockKind,
     BlockPlan,
     BlockSpecModel,
@@ -24,7 +25,9 @@ from .base import (
     Shape,
     check_range,
     conv_costs,
+    layer_label,
     norm_params,
+    strided,
     symmetric_padding,
 )
 
@@ -128,6 +131,11 @@ class ConvKind(BlockKind[ConvBlockSpec, ConvConfig]):
                 # In place only on the conv's own output: before it, the tensor is the caller's input.
                 layers.append(("act", make_activation(op, inplace=after_conv)))
         return NamedSequential(layers)
+
+    def diagram(self, config: ConvConfig) -> BlockDiagram:
+        conv = strided(f"Conv {config.kernel}x{config.kernel}, {config.out_channels}", config.stride,
+                       config.dilation)
+        return BlockDiagram(main=(" · ".join(conv if op == "conv" else layer_label(op) for op in config.ops),))
 
 
 CONV = ConvKind()

@@ -27,6 +27,7 @@ from pydantic import Field, model_validator
 from ..options import BlockOptions, ResolvedOptions, SpecValueError
 from .base import (
     MAX_REPS,
+    BlockDiagram,
     BlockKind,
     BlockPlan,
     BlockSpecModel,
@@ -36,7 +37,9 @@ from .base import (
     check_range,
     conv_costs,
     conv_output_size,
+    layer_label,
     norm_params,
+    strided,
     symmetric_padding,
 )
 
@@ -248,6 +251,43 @@ def _build(config: XceptionConfig) -> nn.Module:
     return ResidualBlock(NamedSequential(main), shortcut, preact, inplace=config.inplace_add)
 
 
+def _separable_label(conv: SepConvConfig, dilation: int) -> str:
+    """One separable conv as the paper's boxes read: ``ReLU · SepConv 3x3, 256 · BN``; a layout
+    with a layer between the depthwise and the pointwise conv names the two apart
+    (``ReLU · DW 3x3 · BN · PW 1x1, 728 · BN``)."""
+    labels: list[str] = []
+    ops = list(conv.ops)
+    for position, op in enumerate(ops):
+        if op == "dw" and position + 1 < len(ops) and ops[position + 1] == "pw":
+            labels.append(strided(f"SepConv 3x3, {conv.out_channels}", conv.stride, dilation))
+        elif op == "dw":
+            labels.append(strided("DW 3x3", conv.stride, dilation))
+        elif op == "pw" and position > 0 and ops[position - 1] == "dw":
+            continue  # drawn with its depthwise conv
+        elif op == "pw":
+            labels.append(f"PW 1x1, {conv.out_channels}")
+        else:
+            labels.append(layer_label(op))
+    return " · ".join(labels)
+
+
+def _diagram(config: XceptionConfig) -> BlockDiagram:
+    main = [_separable_label(conv, config.dilation) for conv in config.convs]
+    if config.pool_stride:
+        main.append(strided("MaxPool 3x3", config.pool_stride, config.dilation))
+    shared: tuple[str, ...] = ()
+    if config.preact_activation is not None:
+        shared = (f"BN · {layer_label(config.preact_activation)}",)
+    if config.shortcut in ("conv", "conv_norm"):
+        projection = [f"Conv 1x1, {config.out_channels}"]
+        if config.stride > 1:
+            projection.append(f"stride {config.stride}")
+        if config.shortcut == "conv_norm":
+            projection.append("BN")
+        return BlockDiagram(tuple(main), shared, "projection", tuple(projection))
+    return BlockDiagram(tuple(main), shared, "identity" if config.shortcut == "identity" else "none")
+
+
 class XceptionKind(BlockKind[XceptionBlockSpec, XceptionConfig]):
     name = "xception"
     spec_model = XceptionBlockSpec
@@ -258,6 +298,9 @@ class XceptionKind(BlockKind[XceptionBlockSpec, XceptionConfig]):
 
     def build(self, config: XceptionConfig) -> nn.Module:
         return _build(config)
+
+    def diagram(self, config: XceptionConfig) -> BlockDiagram:
+        return _diagram(config)
 
 
 XCEPTION = XceptionKind()
