@@ -161,7 +161,7 @@ def format_report(report: BenchReport) -> str:
                      f"({peak['source']})")
         if emulated:
             lines.append(f"      {', '.join(emulated)} (emulated here): compared with the fp32 peak; "  # type: ignore[arg-type]
-                         "expect it slower than fp32")
+                         "expect it no faster than fp32")
     else:
         lines.append("peak: this GPU is not in the table (exporters.bench.peaks.KNOWN_GPUS): no % of peak")
     rows = []

@@ -2,8 +2,9 @@
 
 GPU peaks come from vendor datasheets (dense, no sparsity). A CPU's peak is an estimate from the
 instructions /proc/cpuinfo lists: a precision the CPU has no instructions for (bf16 without
-``avx512_bf16`` or AMX, int8 without VNNI) runs emulated through fp32 arithmetic, so it is listed
-as emulated with the fp32 peak as its ceiling, never given a peak of its own. (Measured on a CPU
+``avx512_bf16`` or AMX; int8 without VNNI or even AVX2's VPMADDUBSW) runs emulated through fp32
+arithmetic, so it is listed as emulated with the fp32 peak as its ceiling, never given a peak of
+its own. (Measured on a CPU
 without ``avx512_bf16``: the bf16 training step ran 2.2x slower than fp32.)
 """
 
@@ -106,7 +107,8 @@ def cpu_peak_from(info: Mapping[str, list[str]], threads: int) -> DevicePeak:
     FLOPs per cycle per core, two FMA ports: AVX-512 64 fp32; AVX2+FMA 32; else 8. bf16: AMX tiles
     1024 MACs = 2048 FLOPs per cycle; ``avx512_bf16`` (VDPBF16PS) twice the fp32 rate; neither:
     emulated. int8: VNNI (VPDPBUSD) four times the fp32 rate of its vector width; AMX int8 4096
-    OPs per cycle; neither: emulated. Memory bandwidth is not knowable from inside the process.
+    OPs per cycle; neither, but AVX2 (or AVX-512 BW): VPMADDUBSW, 4/3 the fp32 rate; none: emulated.
+    Memory bandwidth is not knowable from inside the process.
     """
     flags = set(info["flags"][-1].split()) if info.get("flags") else set()
     mhz = 0.0
@@ -121,7 +123,10 @@ def cpu_peak_from(info: Mapping[str, list[str]], threads: int) -> DevicePeak:
     # (precision, FLOPs per cycle, instructions), the best the CPU has first
     candidates = [("bf16", 2048, "amx_bf16", "AMX"), ("bf16", 2 * fp32, "avx512_bf16", "AVX512_BF16"),
                   ("int8", 4096, "amx_int8", "AMX"), ("int8", 4 * fp32, "avx512_vnni" if fp32 == 64 else "avx_vnni",
-                                                        "VNNI")]
+                                                        "VNNI"),
+                  # without VNNI, int8 kernels (oneDNN, ONNX Runtime's MLAS) multiply with VPMADDUBSW and
+                  # widen with VPMADDWD + VPADDD: 3 instructions per vector of MACs, 4/3 the fp32 rate
+                  ("int8", (64 if "avx512bw" in flags else 32) * 4 / 3, "avx2", "VPMADDUBSW")]
     for precision, count, flag, isa_name in candidates:
         if precision not in per_cycle and flag in flags:
             per_cycle[precision] = count

@@ -56,7 +56,8 @@ def test_measure_interleaved_takes_turns() -> None:
 def test_settings_are_validated() -> None:
     with pytest.raises(UserError, match="choose from pytorch-cpu, pytorch-cuda"):
         BenchSettings(backends=("pytorch-cpu", "tvm"))  # type: ignore[arg-type]
-    assert BenchSettings(device="cpu").backends == ("pytorch-cpu", "pytorch-compile-cpu", "onnxruntime-cpu")
+    assert BenchSettings(device="cpu").backends == ("pytorch-cpu", "pytorch-compile-cpu", "onnxruntime-cpu",
+                                                    "openvino-cpu")
     with pytest.raises(UserError, match="positive"):
         BenchSettings(batches=(0,))
 
@@ -84,11 +85,14 @@ def test_cpu_peak_comes_from_the_vector_units_the_cpu_lists() -> None:
 
 
 def test_a_precision_without_instructions_is_emulated_not_given_a_peak() -> None:
-    """No avx512_bf16, no AMX: bf16 runs through fp32 arithmetic (measured 2.2x slower than fp32)."""
+    """No avx512_bf16, no AMX: bf16 runs through fp32 arithmetic (measured 2.2x slower than fp32).
+    int8 without VNNI still has AVX2's VPMADDUBSW (4/3 the fp32 rate); without AVX2 it is emulated."""
     peak = cpu_peak_from(_cpuinfo("avx2 fma avx512f"), threads=2)
-    assert "bf16" not in peak.flops and "int8" not in peak.flops
-    assert peak.emulated == ("bf16", "int8") and "emulated" in peak.source
+    assert "bf16" not in peak.flops and peak.emulated == ("bf16",) and "emulated" in peak.source
     assert peak.flops_for("bf16") == peak.flops["fp32"]
+    assert peak.flops["int8"] == pytest.approx(2 * 3e9 * 32 * 4 / 3) and "VPMADDUBSW" in peak.source  # AVX2 width
+    old = cpu_peak_from(_cpuinfo("sse2"), threads=1)
+    assert old.emulated == ("bf16", "int8") and old.flops_for("int8") == old.flops["fp32"]
 
 
 def test_environment_names_the_cpu() -> None:
