@@ -32,7 +32,10 @@ os.environ["CI"] = "true"  # nncf and openvino-telemetry send nothing in CI (see
 
 def _nncf_ir(fp32_xml: Path, calibration: np.ndarray, out: Path) -> Path:
     import nncf
-    import openvino as ov
+
+    from exporters.openvino.ir import load_openvino
+
+    ov = load_openvino()
 
     model = ov.Core().read_model(str(fp32_xml))
     batches = [calibration[i:i + 8] for i in range(0, len(calibration), 8)]

@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from typing import TypeVar
 
 import torch
@@ -252,10 +253,10 @@ def environment(device: torch.device, label: str) -> dict[str, object]:
     if hasattr(os, "getloadavg"):
         env["load_average"] = [round(v, 2) for v in os.getloadavg()]
         env["cpu_flags"] = list(cpu_isa_flags())
-    for module in ("onnxruntime", "openvino", "timm"):
-        try:
-            env[module] = __import__(module).__version__
-        except Exception:
+    for module in ("onnxruntime", "openvino", "timm"):  # versions read without importing (openvino's import
+        try:                                          # would start its telemetry: exporters.openvino.ir)
+            env[module] = version(module)
+        except PackageNotFoundError:
             env[module] = None
     return env
 

@@ -6,9 +6,12 @@ BatchNorm-folded fp32 weights, or the same QDQ int8 nodes (OpenVINO turns each Q
 FakeQuantize and runs the convolution in int8). ``save_model`` is told not to compress weights to
 fp16 (its default), which would make the fp32 IR a different model from the verified ONNX.
 
-``openvino.convert_model`` is *not* used: it reports usage to Google Analytics through
-``openvino-telemetry`` unless the user opted out, and this tool never touches the network. The
-C++ frontend behind ``read_model`` sends nothing.
+No telemetry: ``import openvino`` itself starts ``openvino-telemetry`` (in
+``openvino.tools.ovc``), which writes a client id under ``~/intel`` and reports the import to
+Google Analytics unless the user opted out or ``CI=true``; ``convert_model`` reports more. This
+tool never touches the network, so it imports openvino only through :func:`load_openvino`, which
+makes ``openvino_telemetry`` unimportable first: OpenVINO then falls back to its own no-op stub
+(``openvino.tools.ovc.telemetry_stub``). ``convert_model`` is not used at all.
 
 The ONNX file's ``xbuild.*`` metadata travels into the IR's ``rt_info`` (section ``framework``),
 and the IR records the OpenVINO release that wrote it (``OpenVINO Runtime``): the runner refuses an
@@ -18,7 +21,9 @@ IR from another release with one line, as the engine of another TensorRT version
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
 
 from exporters.contract import META_BATCH_PROFILE, META_PRECISION, META_SPEC_HASH, META_SPEC_NAME
@@ -33,10 +38,21 @@ RUNTIME_KEY = "OpenVINO Runtime"
 _RELEASE = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
+def load_openvino() -> ModuleType:
+    """``import openvino`` without its usage telemetry (see the module docstring): unless the
+    process imported ``openvino_telemetry`` itself, it is marked unimportable before openvino loads.
+    Raises ImportError like the import does."""
+    if "openvino" not in sys.modules:
+        sys.modules.setdefault("openvino_telemetry", None)  # type: ignore[arg-type]  # None: "cannot be imported"
+    import openvino
+
+    return openvino
+
+
 def openvino_unavailable() -> str | None:
     """Why OpenVINO cannot run here (one line), or ``None`` when it can."""
     try:
-        import openvino as ov
+        ov = load_openvino()
     except ImportError:
         return f"openvino is not installed: {INSTALL_HINT}"
     except Exception as exc:  # a broken install: the shared library does not load
@@ -60,9 +76,7 @@ def release_of(version: str) -> tuple[int, int, int] | None:
 
 
 def installed_version() -> str:
-    import openvino as ov
-
-    return str(ov.get_version())
+    return str(load_openvino().get_version())
 
 
 def weights_path(xml: Path) -> Path:
@@ -72,9 +86,8 @@ def weights_path(xml: Path) -> Path:
 
 def write_ir(onnx_path: Path, xml: Path) -> None:
     """Write the IR of the ONNX file at ``onnx_path`` to ``xml`` and its ``.bin`` beside it."""
-    import openvino as ov
-
     require_openvino()
+    ov = load_openvino()
     model = ov.Core().read_model(str(onnx_path))
     ov.save_model(model, str(xml), compress_to_fp16=False)
 
@@ -82,7 +95,7 @@ def write_ir(onnx_path: Path, xml: Path) -> None:
 def read_ir(xml: Path) -> ov.Model:
     """Read an IR, or raise one clean :class:`UserError` saying why it cannot be run here: a missing
     ``.bin``, an IR written by another OpenVINO release, a file OpenVINO cannot parse."""
-    import openvino as ov
+    ov = load_openvino()
 
     if not xml.is_file():
         raise UserError(f"{xml}: no such OpenVINO IR file")

@@ -20,7 +20,7 @@ import numpy as np
 
 from exporters.contract import META_BATCH_PROFILE, META_PRECISION, BatchProfile, OpenVINOPrecision, TensorSpec
 from exporters.onnx.export import read_profile
-from exporters.openvino.ir import ir_metadata, read_ir, require_openvino
+from exporters.openvino.ir import ir_metadata, load_openvino, read_ir, require_openvino
 from exporters.runner import Runner
 from xception_build.errors import BackendUnavailable
 
@@ -54,9 +54,8 @@ class OpenVINORunner(Runner):
         self._output_names: list[str] = []
 
     def _load(self) -> tuple[tuple[TensorSpec, ...], BatchProfile | None]:
-        import openvino as ov
-
         require_openvino()
+        ov = load_openvino()
         model = read_ir(self.path)
         compiled = ov.Core().compile_model(model, "CPU", compile_config(self.precision, self.threads))
         ran = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()

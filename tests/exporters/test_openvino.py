@@ -185,16 +185,32 @@ def test_without_openvino_export_exits_3_and_verify_says_not_run(ir_export: Path
 
 
 def test_export_sends_nothing_anywhere(tmp_path: Path, cifar_weights: Path) -> None:
-    """openvino.convert_model reports usage through openvino-telemetry; the export must not load it."""
-    code = ("import sys; from click.testing import CliRunner; from exporters.cli import export_command; "
-            f"r = CliRunner().invoke(export_command, [{str(CIFAR)!r}, '--weights', {str(cifar_weights)!r}, "
-            f"'--openvino', '--batch', '2', '--out', {str(tmp_path / 'out')!r}]); "
-            "assert r.exit_code == 0, r.output; "
-            "print(sorted(m for m in sys.modules if 'telemetry' in m))")
+    """``import openvino`` starts openvino-telemetry (a client id under ~/intel, a report of the
+    import); the export must neither start it, nor write under the home folder, nor connect anywhere."""
+    code = f"""
+import socket, sys
+attempts = []
+def refuse(self, address, *args, **kwargs):
+    attempts.append(address)
+    raise OSError("no network in this test")
+socket.socket.connect = refuse
+socket.socket.connect_ex = refuse
+from click.testing import CliRunner
+from exporters.cli import export_command
+result = CliRunner().invoke(export_command, [{str(CIFAR)!r}, "--weights", {str(cifar_weights)!r}, "--openvino",
+                                             "--batch", "2", "--out", {str(tmp_path / "out")!r}])
+assert result.exit_code == 0, result.output
+started = sorted(name for name in sys.modules if name.startswith("openvino_telemetry") and sys.modules[name])
+print("telemetry", started, "connections", attempts)
+"""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {key: value for key, value in os.environ.items() if key not in ("CI", "TF_BUILD", "JENKINS_URL")}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          env={**env, "PYTHONPATH": str(ROOT), "HOME": str(home)})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "[]"
+    assert done.stdout.strip().splitlines()[-1] == "telemetry [] connections []"
+    assert list(home.iterdir()) == []  # no ~/intel/openvino_ga_cid
 
 
 def test_bench_times_openvino_beside_onnxruntime(run: Run) -> None:
