@@ -18,6 +18,10 @@ from xception_build.errors import UserError
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
+#: The row of everything after the last spec block in the per-block tables (``--explain``,
+#: ``bench --blocks``): a flow's final activation, pooling and the classifier.
+HEAD = "head"
+
 #: What a manifest lists. Model artifacts are the ones a backend runs.
 ArtifactKind = Literal["onnx", "tensorrt-plan", "tensorrt-sidecar", "weights", "spec"]
 ModelArtifactKind = Literal["onnx", "tensorrt-plan"]
