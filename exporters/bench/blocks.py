@@ -163,7 +163,8 @@ class BlockProfile:
     method: str = ""  # what the times are
     calls: int = 0  # profiled calls the means are over
     peak_precision: str = ""  # the precision whose peak the "% peak" column compares with
-    peak_flops: float | None = None  # that peak (an emulated precision's: the fp32 peak); None: unknown
+    peak_flops: float | None = None  # that peak; None: unknown
+    emulated: bool = False  # the profiled precision has no instructions here: compared with the fp32 peak
     rows: list[BlockTime] = field(default_factory=list)
     unattributed: Unattributed | None = None
     check: SumCheck | None = None
@@ -288,8 +289,7 @@ def _summarise(profile: BlockProfile, calls: list[ProfiledCall], rows: list[Bloc
             loose[(name, op, "")] += seconds
     total_ms = 1e3 * sum(c.wall_s for c in calls) / count
     peak_flops = peak.flops_for(compared_with) if peak is not None else None
-    if peak is not None and compared_with in peak.emulated:
-        compared_with = f"fp32 ({compared_with} emulated here)"
+    emulated = peak is not None and compared_with in peak.emulated
     for row in rows:
         kernels = _shares(owned.get(row.module, {}), count)
         time_ms = sum(k.time_ms for k in kernels) if kernels else None
@@ -302,4 +302,5 @@ def _summarise(profile: BlockProfile, calls: list[ProfiledCall], rows: list[Bloc
                                         overhead)
     blocks_ms = sum(r.time_ms for r in profile.rows if r.time_ms is not None)
     profile.check = SumCheck(blocks_ms, profile.unattributed.time_ms, total_ms)
-    profile.calls, profile.peak_precision, profile.peak_flops = count, compared_with, peak_flops
+    profile.calls, profile.peak_flops, profile.emulated = count, peak_flops, emulated
+    profile.peak_precision = "fp32" if emulated else compared_with

@@ -247,8 +247,9 @@ def format_block_profile(profile: BlockProfile) -> list[str]:
     assert check is not None and loose is not None  # set for every profile that ran
     timed = sorted((r for r in profile.rows if r.time_ms is not None), key=lambda r: -(r.time_ms or 0.0))
     slowest = {r.module for r in timed[:SLOWEST]}
+    emulated = f" ({profile.precision} is emulated here)" if profile.emulated else ""
     lines = [f"{label}, batch {profile.batch}: mean of {profile.calls} profiled calls; {profile.method}; "
-             f"% peak of the {profile.peak_precision} peak ({_si(profile.peak_flops, 'FLOP/s')}); "
+             f"% peak: of {_si(profile.peak_flops, 'FLOP/s')}, the {profile.peak_precision} peak{emulated}; "
              f"* = the {SLOWEST} slowest"]
     rows = [_block_cells(r, slowest) for r in profile.rows]
     total = check.total_ms

@@ -132,7 +132,10 @@ def with_block_outputs(proto: onnx.ModelProto, blocks: Sequence[BlockTensors]) -
 #: How a node of a runtime's graph was given to a block: named after one of the block's nodes or
 #: tensors, or (a node the runtime made up) by the block that reads its output or else writes its input.
 Attribution = Literal["name", "neighbour"]
-_TAG = re.compile(r"b(\d+)~")
+_TAG = re.compile(r"b(\d+)~")  # anywhere in a name: runtimes prefix theirs (InsertedPrecisionFreeCast_b3~...)
+#: How far the neighbour rule reaches from a node named after a block: an int8 file's
+#: QuantizeLinear -> DequantizeLinear pair before a block's first QLinearConv is two nodes away.
+NEIGHBOUR_HOPS = 2
 
 
 @dataclass(frozen=True)
@@ -192,7 +195,7 @@ def tagged_copy(proto: onnx.ModelProto, owner: Mapping[str, str], owners: Sequen
 
 def tagged_owner(name: str, owners: Sequence[str]) -> str | None:
     """The owner a name's tag names (``None``: no tag)."""
-    match = _TAG.match(name)
+    match = _TAG.search(name)
     return owners[int(match.group(1))] if match and int(match.group(1)) < len(owners) else None
 
 
@@ -207,22 +210,26 @@ def attribute(nodes: Sequence[GraphNode], owners: Sequence[str]) -> dict[str, tu
     A node whose name, or one of whose output tensors, carries a tag is its owner's. A node the runtime
     made up (a layout ``Transpose`` or ``Reorder``, a ``DequantizeLinear`` between blocks) goes to the
     one owner of the nodes that read its outputs, or else to the one owner of those that write its
-    inputs, once they are known; a node that reaches no single owner is left out (unattributed)."""
-    found: dict[str, tuple[str, Attribution]] = {}
+    inputs, once they are known and at most :data:`NEIGHBOUR_HOPS` nodes from a named one; a node that
+    reaches no single owner is left out (unattributed), never guessed."""
+    found: dict[str, tuple[str, Attribution, int]] = {}  # name -> (owner, how, hops from a named node)
     for node in nodes:
         owner = tagged_owner(node.name, owners) or next(
             (o for o in (tagged_owner(t, owners) for t in node.outputs) if o is not None), None)
         if owner is not None:
-            found[node.name] = (owner, "name")
+            found[node.name] = (owner, "name", 0)
     writer = {t: node.name for node in nodes for t in node.outputs}
     readers: dict[str, list[str]] = {}
     for node in nodes:
         for t in node.inputs:
             readers.setdefault(t, []).append(node.name)
 
-    def one_owner(names: list[str]) -> str | None:
-        owners_of = {found[n][0] for n in names if n in found}
-        return owners_of.pop() if names and len(owners_of) == 1 and all(n in found for n in names) else None
+    def one_owner(names: list[str]) -> tuple[str, int] | None:
+        if not names or not all(n in found for n in names):
+            return None
+        owners_of = {found[n][0] for n in names}
+        hops = 1 + max(found[n][2] for n in names)
+        return (owners_of.pop(), hops) if len(owners_of) == 1 and hops <= NEIGHBOUR_HOPS else None
 
     # Readers first: a node waits while some of its readers are unknown, unless nothing moves any more.
     patient = True
@@ -232,15 +239,15 @@ def attribute(nodes: Sequence[GraphNode], owners: Sequence[str]) -> dict[str, tu
             if node.name in found:
                 continue
             after = [r for t in node.outputs for r in readers.get(t, [])]
-            owner = one_owner(after)
-            if owner is None and (not patient or all(n in found for n in after)):
-                owner = one_owner([writer[t] for t in node.inputs if t in writer])
-            if owner is not None:
-                found[node.name] = (owner, "neighbour")
+            reached = one_owner(after)
+            if reached is None and (not patient or all(n in found for n in after)):
+                reached = one_owner([writer[t] for t in node.inputs if t in writer])
+            if reached is not None:
+                found[node.name] = (reached[0], "neighbour", reached[1])
                 changed = True
-        if not changed:
-            if not patient:
-                return found
+        if changed:
+            patient = True
+        elif patient:
             patient = False
         else:
-            patient = True
+            return {name: (owner, how) for name, (owner, how, _hops) in found.items()}
