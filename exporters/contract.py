@@ -18,6 +18,10 @@ from xception_build.errors import UserError
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
+#: The row of everything after the last spec block in the per-block tables (``--explain``,
+#: ``bench --blocks``): a flow's final activation, pooling and the classifier.
+HEAD = "head"
+
 #: What a manifest lists. Model artifacts are the ones a backend runs.
 #: An OpenVINO IR is two files: ``openvino-ir`` (the .xml a backend runs) and its ``openvino-weights`` (.bin).
 ArtifactKind = Literal["onnx", "tensorrt-plan", "tensorrt-sidecar", "openvino-ir", "openvino-weights", "weights",

@@ -12,7 +12,8 @@ import sys
 
 import click
 
-from exporters.bench.run import bench_spec, count_tasks
+from exporters.bench.blocks import BLOCK_PROFILERS, BlockProfile, BlocksReport, BlockTime
+from exporters.bench.run import bench_spec, blocks_spec, count_tasks
 from exporters.bench.timing import BenchReport, BenchSettings, InferenceRow, describe_environment
 from exporters.contract import (
     INT8_ACTIVATIONS_CHOICES,
@@ -24,13 +25,15 @@ from exporters.contract import (
 )
 from exporters.options import backend_option, batch_option, openvino_precision_option
 from xception_build.cli import EXIT_CODES_HELP, json_option, set_option
-from xception_build.tables import render_table
+from xception_build.errors import UserError
+from xception_build.tables import cite, human_count, render_table
 
 _EPILOG = """\b
 Examples:
   xbuild bench specs/xception.yaml --device cpu
   xbuild bench specs/xception.yaml --device cuda --batch 1,8,64 --train --json > bench.json
   xbuild bench specs/xception_cifar.yaml --backend pytorch-cpu,pytorch-compile-cpu --train
+  xbuild bench specs/xception.yaml --blocks --backend onnxruntime-cpu --precision fp32,int8 --batch 8
 
 \b
 Backends this machine lacks (TensorRT without a GPU, timm for the reference rows) are listed
@@ -64,6 +67,11 @@ until --min-reps calls and --budget seconds have passed.
 @click.option("--train-batch", type=click.IntRange(min=1), default=None,
               help="Batch of the training rows.  [default: largest --batch]")
 @click.option("--no-reference", is_flag=True, help="Skip timm legacy_xception rows in --train.")
+@click.option("--blocks", is_flag=True,
+              help="Instead of the latency table: the time of every spec block (spec path, YAML line, MACs, "
+                   "% of peak) under each backend's profiler, at one batch size (--batch N; default the "
+                   "largest default batch), and what could not be given to a block. Backends with a block "
+                   f"profiler: {', '.join(BLOCK_PROFILERS)}.")
 @json_option
 @click.option("--budget", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Seconds of timed calls per row.")
@@ -78,7 +86,7 @@ def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], ba
                   device: Device | None, backends: tuple[BackendName, ...], precision_text: str,
                   int8_activations: Int8ActivationsChoice, openvino_precision: OpenVINOPrecision, train: bool,
                   train_batch: int | None,
-                  no_reference: bool, as_json: bool, budget: float, min_reps: int, warmup: int,
+                  no_reference: bool, blocks: bool, as_json: bool, budget: float, min_reps: int, warmup: int,
                   threads: int | None, no_progress: bool) -> None:
     """Measure inference latency/throughput per backend and batch (and training speed with --train).
 
@@ -90,13 +98,22 @@ def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], ba
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     sizes = batch.sizes if batch is not None else ((1, 8, 64) if device == "cuda" else (1, 8))
+    if blocks:
+        if train:
+            raise UserError("--blocks and --train are separate runs: --blocks times inference block by block")
+        if batch is None:
+            sizes = (max(sizes),)
+        elif len(sizes) != 1:
+            raise UserError(f"--blocks profiles one batch size, --batch gave {len(sizes)} "
+                            f"({', '.join(map(str, sizes))})", hint="give --batch N")
     precisions = tuple(dict.fromkeys(p.strip() for p in precision_text.split(",") if p.strip()))
     settings = BenchSettings(device=device, batches=sizes, backends=backends,
                              precisions=precisions,  # type: ignore[arg-type]  # checked by BenchSettings
                              int8_activations=int8_activations, openvino_precision=openvino_precision,
                              warmup=warmup, min_reps=min_reps, budget_s=budget, train=train,
                              train_batch=train_batch, reference=not no_reference, threads=threads)
-    bar = tqdm(total=count_tasks(settings), file=sys.stderr, disable=no_progress, unit="row", leave=False)
+    tasks = len(settings.backends) * len(settings.precisions) if blocks else count_tasks(settings)
+    bar = tqdm(total=tasks, file=sys.stderr, disable=no_progress, unit="row", leave=False)
     started = [False]
 
     def on_task(name: str) -> None:
@@ -106,10 +123,16 @@ def bench_command(spec: str, weights: str | None, overrides: tuple[str, ...], ba
         bar.set_description(name)
 
     try:
-        report = bench_spec(spec, settings, overrides=overrides, weights=weights, on_task=on_task)
+        if blocks:
+            profiled = blocks_spec(spec, settings, overrides=overrides, weights=weights, on_task=on_task)
+        else:
+            report = bench_spec(spec, settings, overrides=overrides, weights=weights, on_task=on_task)
     finally:
         bar.close()
-    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
+    if blocks:
+        click.echo(json.dumps(profiled.to_dict(), indent=2) if as_json else format_blocks_report(profiled))
+    else:
+        click.echo(json.dumps(report.to_dict(), indent=2) if as_json else format_report(report))
 
 
 # ------------------------------------------------------------------------------------- formatting
@@ -145,8 +168,8 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     return render_table(header, rows, right=range(2, len(header)))
 
 
-def format_report(report: BenchReport) -> str:
-    """The human-readable report: environment, analytic figures, inference and training tables."""
+def _header(report: BenchReport | BlocksReport) -> list[str]:
+    """Environment, analytic figures and the peak the figures are compared with."""
     env, an, peak = report.environment, report.analytic, report.peak
     lines = [f"xbuild bench {env.get('label', '')}",
              f"device: {describe_environment(env)}",
@@ -164,6 +187,12 @@ def format_report(report: BenchReport) -> str:
                          "expect it no faster than fp32")
     else:
         lines.append("peak: this GPU is not in the table (exporters.bench.peaks.KNOWN_GPUS): no % of peak")
+    return lines
+
+
+def format_report(report: BenchReport) -> str:
+    """The human-readable report: environment, analytic figures, inference and training tables."""
+    lines = _header(report)
     rows = []
     for r in report.inference:
         if r.status != "ok":
@@ -198,3 +227,63 @@ def format_report(report: BenchReport) -> str:
         kinds = sorted({r.memory_kind for r in report.train if r.memory_kind})
         lines += [f"peak mem: {k}" for k in kinds]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ time per block
+
+#: rows marked as the slowest, the first ones to look at
+SLOWEST = 3
+
+
+def format_blocks_report(report: BlocksReport) -> str:
+    """The header, then one per-block table per (backend, precision)."""
+    lines = _header(report)
+    for profile in report.profiles:
+        lines += ["", *format_block_profile(profile)]
+    return "\n".join(lines)
+
+
+def _block_cells(row: BlockTime, slowest: set[str]) -> list[str]:
+    mark = "*" if row.module in slowest else ""
+    return [mark, row.module, row.spec_path, f"{row.repeat[0]}/{row.repeat[1]}",
+            cite(row.file, row.line, unknown="-" if row.line is None else f"line {row.line}"),
+            _ms(row.time_ms), _pct(row.fraction_of_total), human_count(row.macs),
+            "-" if row.achieved_flops is None else f"{row.achieved_flops / 1e9:.1f}", _pct(row.fraction_of_peak)]
+
+
+def format_block_profile(profile: BlockProfile) -> list[str]:
+    """One (backend, precision): a row per block in forward order, the slowest marked, then the sums."""
+    label = f"{profile.backend} {profile.precision}" + (
+        f" ({profile.int8_activations})" if profile.int8_activations else "")
+    if profile.status != "ok":
+        return [f"{label}, batch {profile.batch}: {profile.status}: {profile.reason}"]
+    check, loose = profile.check, profile.unattributed
+    assert check is not None and loose is not None  # set for every profile that ran
+    timed = sorted((r for r in profile.rows if r.time_ms is not None), key=lambda r: -(r.time_ms or 0.0))
+    slowest = {r.module for r in timed[:SLOWEST]}
+    emulated = f" ({profile.precision} is emulated here)" if profile.emulated else ""
+    lines = [f"{label}, batch {profile.batch}: mean of {profile.calls} profiled calls; {profile.method}; "
+             f"% peak: of {_si(profile.peak_flops, 'FLOP/s')}, the {profile.peak_precision} peak{emulated}; "
+             f"* = the {SLOWEST} slowest"]
+    rows = [_block_cells(r, slowest) for r in profile.rows]
+    total = check.total_ms
+    rows += [["", "blocks + head", "", "", "", _ms(check.blocks_ms), _pct(check.blocks_ms / total), "", "", ""],
+             ["", "unattributed", "", "", "", _ms(loose.time_ms), _pct(loose.time_ms / total), "", "", ""],
+             ["", "measured total", "", "", "", _ms(total), _pct(1.0), "", "", ""]]
+    lines += render_table(["", "block", "spec", "repeat", "line", "ms", "% total", "MACs/img", "GFLOP/s",
+                           "% peak"], rows, right=range(5, 10))
+    if loose.kernels:
+        shown = ", ".join(f"{k.name} ({k.op_type}) {_ms(k.time_ms)}" for k in loose.kernels[:5])
+        kernels = (f"{len(loose.kernels)} kernels in no block, {_ms(sum(k.time_ms for k in loose.kernels))} ms: "
+                   + shown + (", ... (all in --json)" if len(loose.kernels) > 5 else ""))
+    else:
+        kernels = "no kernel outside the blocks"
+    lines.append(f"unattributed: {_ms(loose.overhead_ms)} ms {loose.overhead}; {kernels}")
+    missing = [r.module for r in profile.rows if r.time_ms is None]
+    if missing:
+        lines.append(f"no kernel seen for: {', '.join(missing)}")
+    verdict = "yes" if check.within else "NO"
+    lines.append(f"check: blocks + head + unattributed = {_ms(check.sum_ms)} ms = {_pct(check.fraction)} of the "
+                 f"measured total (the profiled calls' wall clock); within the stated {check.tolerance:.0%}: "
+                 f"{verdict}")
+    return lines

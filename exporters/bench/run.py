@@ -17,17 +17,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from exporters.bench.analysis import analyse
+from exporters.bench.blocks import BlocksReport, profile_blocks
 from exporters.bench.inference import bench_inference
 from exporters.bench.peaks import device_peak
 from exporters.bench.timing import BenchReport, BenchSettings, Progress, environment
 from exporters.bench.train import TRAIN_CONFIG_NAMES, bench_train, timm_reference
 from xception_build.errors import BackendUnavailable
 from xception_build.training import resolve_device
+
+if TYPE_CHECKING:
+    from xception_build.model import XceptionNet
+    from xception_build.plan import Plan
 
 
 def count_tasks(settings: BenchSettings) -> int:
@@ -73,23 +79,35 @@ def run_bench(make_model: Callable[[], nn.Module], input_size: tuple[int, int, i
     return report
 
 
+def run_blocks(model: XceptionNet, settings: BenchSettings, *, label: str = "",
+               on_task: Progress | None = None) -> BlocksReport:
+    """Time every spec block of ``model`` (``xbuild bench --blocks``) on each requested backend.
+
+    Raises :class:`BackendUnavailable` when not one requested backend can be profiled here.
+    """
+    device = resolve_device(settings.device)
+    saved = torch.get_num_threads()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    try:
+        model = model.eval()
+        peak = device_peak(device)
+        report = BlocksReport(environment(device, label), analyse(model).to_dict(),
+                              None if peak is None else asdict(peak), asdict(settings))
+        report.profiles = profile_blocks(model, settings, on_task or (lambda _n: None))
+    finally:
+        torch.set_num_threads(saved)
+    if all(p.status in ("unavailable", "unsupported", "skipped") for p in report.profiles):
+        reasons = sorted({f"{p.backend}: {p.reason}" for p in report.profiles})
+        raise BackendUnavailable("none of the requested backends can be profiled per block here; "
+                                 + "; ".join(reasons))
+    return report
+
+
 def bench_spec(spec_path: str, settings: BenchSettings, *, overrides: Sequence[str] = (),
                weights: str | None = None, on_task: Progress | None = None) -> BenchReport:
     """Build the spec's model (with ``weights`` if given) and run :func:`run_bench` on it."""
-    from xception_build import build_model, load_spec, plan_spec
-    from xception_build.spec import spec_hash
-    from xception_build.weights import load_weights
-
-    spec = load_spec(spec_path, overrides=list(overrides))
-    digest = spec_hash(spec)
-
-    def make_model() -> nn.Module:
-        model = build_model(spec, seed=0)
-        if weights:
-            load_weights(model, weights)
-        return model
-
-    plan = plan_spec(spec)  # shapes only, no model; an impossible spec fails here, before any work
+    plan, digest, make_model = _spec_model(spec_path, overrides, weights)
     input_size, num_classes = plan.input_shape.as_tuple(), plan.head.num_classes
     reference, why = timm_reference(num_classes) if settings.train and settings.reference else (None, "")
     if settings.train and not settings.reference:
@@ -97,7 +115,40 @@ def bench_spec(spec_path: str, settings: BenchSettings, *, overrides: Sequence[s
     report = run_bench(make_model, input_size, num_classes, settings,
                        label=f"{spec_path} ({digest[:12]})", on_task=on_task,
                        make_reference=reference, reference_unavailable=why)
-    report.environment["spec"] = spec_path
-    report.environment["spec_hash"] = digest
-    report.environment["weights"] = weights
+    _record_spec(report.environment, spec_path, digest, weights)
     return report
+
+
+def blocks_spec(spec_path: str, settings: BenchSettings, *, overrides: Sequence[str] = (),
+                weights: str | None = None, on_task: Progress | None = None) -> BlocksReport:
+    """Build the spec's model (with ``weights`` if given) and run :func:`run_blocks` on it."""
+    _plan, digest, make_model = _spec_model(spec_path, overrides, weights)
+    report = run_blocks(make_model(), settings, label=f"{spec_path} ({digest[:12]})", on_task=on_task)
+    _record_spec(report.environment, spec_path, digest, weights)
+    return report
+
+
+def _spec_model(spec_path: str, overrides: Sequence[str], weights: str | None
+                ) -> tuple[Plan, str, Callable[[], XceptionNet]]:
+    """The spec's plan, its hash and a function building its model (with ``weights`` if given).
+
+    The plan is made first (shapes only, no model): an impossible spec fails here, before any work."""
+    from xception_build import build_model, load_spec, plan_spec
+    from xception_build.spec import spec_hash
+    from xception_build.weights import load_weights
+
+    spec = load_spec(spec_path, overrides=list(overrides))
+
+    def make_model() -> XceptionNet:
+        model = build_model(spec, seed=0)
+        if weights:
+            load_weights(model, weights)
+        return model
+
+    return plan_spec(spec), spec_hash(spec), make_model
+
+
+def _record_spec(env: dict[str, object], spec_path: str, digest: str, weights: str | None) -> None:
+    env["spec"] = spec_path
+    env["spec_hash"] = digest
+    env["weights"] = weights

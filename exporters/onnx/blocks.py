@@ -6,18 +6,27 @@ tensor and its nodes -- before the export strips node metadata for byte-identica
 is stored in the file's ``xbuild.blocks`` metadata and survives the fp16 conversion and
 quantization (both keep tensor and node names). :func:`with_block_outputs` makes the diagnostic
 copy ``--explain`` runs: the same graph with every block output also a graph output.
+
+``xbuild bench --blocks`` times the graph a runtime made of the file, whose nodes the runtime has
+fused and renamed. :func:`tagged_copy` is its diagnostic copy: every node and tensor of a block
+renamed with the block's tag, which the runtime's derived names keep (ONNX Runtime names a fused
+node after one of its nodes or output tensors: ``b3~relu_1_nchwc``, ``b5~Conv_7_token_16``), and
+:func:`attribute` gives each node of the runtime's graph to a block by that tag, or by the tensors
+it reads and writes where the runtime made the node up (a layout ``Transpose``).
 """
 
 from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 import onnx
 
-from exporters.contract import META_BLOCKS
+from exporters.contract import HEAD, META_BLOCKS
 
 
 @dataclass(frozen=True)
@@ -116,3 +125,129 @@ def with_block_outputs(proto: onnx.ModelProto, blocks: Sequence[BlockTensors]) -
             copy.graph.output.append(onnx.helper.make_tensor_value_info(name, elem_type, None))
             present.add(name)
     return copy, names
+
+
+# ---------------------------------------------------------------------- attributing a runtime's graph
+
+#: How a node of a runtime's graph was given to a block: named after one of the block's nodes or
+#: tensors, or (a node the runtime made up) by the block that reads its output or else writes its input.
+Attribution = Literal["name", "neighbour"]
+_TAG = re.compile(r"b(\d+)~")  # anywhere in a name: runtimes prefix theirs (InsertedPrecisionFreeCast_b3~...)
+#: How far the neighbour rule reaches from a node named after a block: an int8 file's
+#: QuantizeLinear -> DequantizeLinear pair before a block's first QLinearConv is two nodes away.
+NEIGHBOUR_HOPS = 2
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """A node of the graph a runtime executes: its name, op type and the tensors it reads and writes."""
+
+    name: str
+    op_type: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+
+def node_owners(proto: onnx.ModelProto, blocks: Sequence[BlockTensors], last_block: str) -> dict[str, str]:
+    """Each node's owner: its block's module name, or :data:`HEAD` for the nodes after ``last_block``'s
+    output (found only when the map locates ``last_block``, the network's last planned block).
+
+    Other nodes outside the map (an int8 file's Q/DQ pairs between blocks) have none here."""
+    owner = {name: b.module for b in blocks for name in b.nodes}
+    last = next((b for b in blocks if b.module == last_block), None)
+    if last is None:
+        return owner
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in proto.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    frontier = [last.output]
+    while frontier:
+        for node in consumers.get(frontier.pop(), []):
+            if node.name not in owner:
+                owner[node.name] = HEAD
+                frontier += list(node.output)
+    return owner
+
+
+def tagged_copy(proto: onnx.ModelProto, owner: Mapping[str, str], owners: Sequence[str]) -> onnx.ModelProto:
+    """A copy of ``proto`` whose owned nodes and the tensors they write carry their owner's tag
+    (``b{index in owners}~``); the graph's inputs and outputs keep their names. Renaming changes no
+    computation; the caller checks that the runtime makes the same kernels of both."""
+    tags = {name: f"b{index}~" for index, name in enumerate(owners)}
+    copy = onnx.ModelProto()
+    copy.CopyFrom(proto)
+    graph = copy.graph
+    kept = {v.name for v in graph.output} | {v.name for v in graph.input}
+    renames: dict[str, str] = {}
+    for node in graph.node:
+        if node.name in owner:
+            tag = tags[owner[node.name]]
+            renames.update({out: tag + out for out in node.output if out and out not in kept})
+            node.name = tag + node.name
+    for node in graph.node:
+        node.input[:] = [renames.get(name, name) for name in node.input]
+        node.output[:] = [renames.get(name, name) for name in node.output]
+    for value in graph.value_info:
+        value.name = renames.get(value.name, value.name)
+    return copy
+
+
+def tagged_owner(name: str, owners: Sequence[str]) -> str | None:
+    """The owner a name's tag names (``None``: no tag)."""
+    match = _TAG.search(name)
+    return owners[int(match.group(1))] if match and int(match.group(1)) < len(owners) else None
+
+
+def untagged(name: str) -> str:
+    """The name without its tag, as the file spells it (for reports)."""
+    return _TAG.sub("", name, count=1)
+
+
+def attribute(nodes: Sequence[GraphNode], owners: Sequence[str]) -> dict[str, tuple[str, Attribution]]:
+    """The owner of each node of a runtime's graph built from a :func:`tagged_copy`, and how it was found.
+
+    A node whose name, or one of whose output tensors, carries a tag is its owner's. A node the runtime
+    made up (a layout ``Transpose`` or ``Reorder``, a ``DequantizeLinear`` between blocks) goes to the
+    one owner of the nodes that read its outputs, or else to the one owner of those that write its
+    inputs, once they are known and at most :data:`NEIGHBOUR_HOPS` nodes from a named one; a node that
+    reaches no single owner is left out (unattributed), never guessed."""
+    found: dict[str, tuple[str, Attribution, int]] = {}  # name -> (owner, how, hops from a named node)
+    for node in nodes:
+        owner = tagged_owner(node.name, owners) or next(
+            (o for o in (tagged_owner(t, owners) for t in node.outputs) if o is not None), None)
+        if owner is not None:
+            found[node.name] = (owner, "name", 0)
+    writer = {t: node.name for node in nodes for t in node.outputs}
+    readers: dict[str, list[str]] = {}
+    for node in nodes:
+        for t in node.inputs:
+            readers.setdefault(t, []).append(node.name)
+
+    def one_owner(names: list[str]) -> tuple[str, int] | None:
+        if not names or not all(n in found for n in names):
+            return None
+        owners_of = {found[n][0] for n in names}
+        hops = 1 + max(found[n][2] for n in names)
+        return (owners_of.pop(), hops) if len(owners_of) == 1 and hops <= NEIGHBOUR_HOPS else None
+
+    # Readers first: a node waits while some of its readers are unknown, unless nothing moves any more.
+    patient = True
+    while True:
+        changed = False
+        for node in nodes:
+            if node.name in found:
+                continue
+            after = [r for t in node.outputs for r in readers.get(t, [])]
+            reached = one_owner(after)
+            if reached is None and (not patient or all(n in found for n in after)):
+                reached = one_owner([writer[t] for t in node.inputs if t in writer])
+            if reached is not None:
+                found[node.name] = (reached[0], "neighbour", reached[1])
+                changed = True
+        if changed:
+            patient = True
+        elif patient:
+            patient = False
+        else:
+            return {name: (owner, how) for name, (owner, how, _hops) in found.items()}

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from exporters.contract import INPUT_NAME, OUTPUT_NAME, Precision
+from exporters.contract import HEAD, INPUT_NAME, OUTPUT_NAME, Precision
 from exporters.onnx.blocks import read_blocks, with_block_outputs
 from exporters.onnx.export import load_onnx, serialize
 from exporters.onnx.runtime import OnnxRuntimeRunner
@@ -35,7 +35,6 @@ if TYPE_CHECKING:
     from xception_build.spec import Spec
 
 FP16_MAX = 65504.0  # the largest finite float16
-HEAD = "head"  # the row of the classifier's output
 
 
 @dataclass(frozen=True)
