@@ -3,12 +3,14 @@
 ``--backend`` is repeatable and takes comma-separated names alike, from the one registry
 (:mod:`exporters.backends`); ``--batch`` is :func:`exporters.contract.parse_batches` everywhere;
 ``--tolerance NAME=VALUE`` sets one bound of the pass rule (:mod:`exporters.verify.compare`) and
-is checked when parsed, before any work starts.
+is checked when parsed, before any work starts. ``--report`` and ``--summary`` are checked by
+:func:`exporters.verify.report.check_report_options`, also before any work.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -73,3 +75,15 @@ def tolerance_option(f: F) -> F:
         help="Override one bound of the checked precision's pass rule (repeatable): max_error (of each "
              "sample's scale; default fp32 1e-4, fp16 2e-2), min_cosine, min_top1, min_top5, max_accuracy_drop "
              "(int8: 0.01 = 1 point). See docs/EXPORT.md.")(f)
+
+
+def report_option(help_text: str) -> Callable[[F], F]:
+    return click.option("--report", type=click.Path(path_type=Path), metavar="FILE.html",
+                        help=f"{help_text} Self-contained: opens offline in any browser.")
+
+
+def summary_option(f: F) -> F:
+    return click.option(
+        "--summary", type=click.Path(path_type=Path), metavar="FILE",
+        help="Append a markdown summary (verdict, comparisons, failures, int8 statistics) to FILE, whatever "
+             "the verdict; for CI job summaries: --summary \"$GITHUB_STEP_SUMMARY\".")(f)
