@@ -247,13 +247,14 @@ h3 { font-size: 14px; margin: 18px 0 6px }
 .exit { font-size: 15px }
 .exit b { font-size: 17px }
 table { border-collapse: collapse; font-size: 13px; margin: 4px 0 }
-th, td { border: 1px solid #d0d7de; padding: 3px 9px; text-align: left; vertical-align: top }
+th, td { border: 1px solid #d0d7de; padding: 3px 7px; text-align: left; vertical-align: top }
 th { background: #f6f8fa; font-weight: 600 }
 td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap }
 table.meta { margin-top: 14px }
 table.meta th { width: 150px }
 tr.fail td { background: #ffebe9 }
-table.comparisons td { white-space: nowrap }
+table.comparisons { font-size: 12px }
+table.comparisons td:nth-child(-n+3) { white-space: nowrap }
 td.ok { color: #116329; font-weight: 600 }
 td.bad { color: #a40e26; font-weight: 700 }
 code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, "DejaVu Sans Mono", monospace;
