@@ -12,6 +12,7 @@ import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -34,11 +35,16 @@ from exporters.options import (
     batch_option,
     explain_option,
     openvino_precision_option,
+    report_option,
+    summary_option,
     tolerance_option,
 )
 from xception_build.cli import EXIT_CODES_HELP, json_option, set_option
 from xception_build.errors import UserError
 from xception_build.files import check_output_file
+
+if TYPE_CHECKING:
+    from exporters.verify.checks import VerificationResult
 
 
 @click.command("export", short_help="Export a spec to ONNX, OpenVINO and/or TensorRT, verified against PyTorch.",
@@ -49,6 +55,7 @@ Examples:
   xbuild export specs/xception.yaml --onnx --trt --precision fp16 --batch 1:8:32 --out build/trt
   xbuild export specs/xception.yaml --openvino --precision int8 --calib ~/data/imagenet --out build/ov
   xbuild export specs/xception_cifar.yaml --weights cifar.safetensors --precision int8 --calib ~/data/cifar10
+  xbuild export specs/xception.yaml --out build/ --summary "$GITHUB_STEP_SUMMARY"
 
 {EXIT_CODES_HELP}""")
 @click.argument("spec", type=click.Path(path_type=Path))
@@ -94,6 +101,9 @@ Examples:
 @click.option("--workspace-gib", type=float, default=4.0, show_default=True, help="TensorRT workspace limit.")
 @explain_option
 @tolerance_option
+@report_option("Also write the HTML report here, whatever the verdict (OUT/report.html is always written with "
+               "the installed files; an export that nothing here could check installs nothing).")
+@summary_option
 @json_option
 def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], want_onnx: bool,
                    want_trt: bool, want_openvino: bool, openvino_precision: OpenVINOPrecision, precision: Precision,
@@ -101,13 +111,13 @@ def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], w
                    int8_activations: Int8ActivationsChoice, calib_exclude: tuple[str, ...],
                    batch: BatchSelection | None, static_batch: bool,
                    opset: int, out: Path, workspace_gib: float, explain: bool, tolerances: dict[str, float],
-                   as_json: bool) -> None:
+                   report: Path | None, summary: Path | None, as_json: bool) -> None:
     """Export SPEC to ONNX, OpenVINO IR and/or TensorRT, verify it against PyTorch, write a manifest.
 
     Writes OUT/model.onnx (with --onnx, the default), OUT/model.xml and model.bin (with --openvino),
     OUT/model.plan and model.plan.json (with --trt), OUT/spec.resolved.yaml,
-    OUT/weights.safetensors (the reference the artifacts were verified against) and
-    OUT/manifest.json. The same seeded inputs at the batch profile's MIN, OPT and MAX go through
+    OUT/weights.safetensors (the reference the artifacts were verified against), OUT/manifest.json
+    and OUT/report.html. The same seeded inputs at the batch profile's MIN, OPT and MAX go through
     PyTorch and every backend here; the verification table is printed.
     """
     from exporters.pipeline import DEFAULT_PROFILE, ExportFormat, ExportRequest, check_request, run_export
@@ -127,10 +137,10 @@ def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], w
                             formats=frozenset(formats), precision=precision, profile=profile,
                             static_batch=static_batch, opset=opset, tolerance=tuple(tolerances.items()),
                             workspace_bytes=int(workspace_gib * (1 << 30)), calib_exclude=tuple(calib_exclude),
-                            int8_activations=int8_activations, explain=explain,
+                            int8_activations=int8_activations, explain=explain, report=report, summary=summary,
                             openvino_precision=openvino_precision,
                             calib=None if calib is None else DataSource(calib, calib_size, eval_size))
-    check_request(request)  # TensorRT present, --out usable: before "exporting" is said
+    check_request(request)  # TensorRT present, --out, --report and --summary usable: before "exporting" is said
     click.echo(f"exporting {spec} to {out}/ (batch profile {profile}) ...", err=True)
     try:
         result = run_export(request)
@@ -142,18 +152,21 @@ def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], w
         return
     click.echo(result.verification.report())
     files = ", ".join(a.path for a in result.manifest.artifacts)
-    click.echo(f"\nexported {spec} -> {out}/ ({files}, manifest.json): verification passed")
+    click.echo(f"\nexported {spec} -> {out}/ ({files}, manifest.json, report.html): verification passed")
 
 
 @click.command("verify", short_help="Re-check an export folder, or an .onnx against a spec.", epilog=f"""\b
 Examples:
   xbuild verify build/
   xbuild verify build/ --backend onnxruntime-cpu --junit reports/verify.xml
+  xbuild verify build/ --report reports/verify.html --summary "$GITHUB_STEP_SUMMARY"
   xbuild verify --onnx other/model.onnx --spec specs/xception.yaml --weights xception.safetensors
 
 {EXIT_CODES_HELP}""")
 @click.argument("directory", required=False, type=click.Path(path_type=Path))
 @click.option("--junit", type=click.Path(path_type=Path), help="Also write the results as JUnit XML here.")
+@report_option("Write the HTML report here, whatever the verdict (nothing is written into the export folder).")
+@summary_option
 @click.option("--onnx", "onnx_file", type=click.Path(path_type=Path),
               help="Verify this .onnx (from anywhere) against --spec and --weights instead of a folder.")
 @click.option("--spec", type=click.Path(path_type=Path), help="Spec the --onnx file should implement.")
@@ -169,7 +182,8 @@ Examples:
                            "the manifest records]", default=None)
 @tolerance_option
 @json_option
-def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path | None, spec: Path | None,
+def verify_command(directory: Path | None, junit: Path | None, report: Path | None, summary: Path | None,
+                   onnx_file: Path | None, spec: Path | None,
                    weights: Path | None, overrides: Sequence[str], batch: BatchSelection | None,
                    backends: tuple[BackendName, ...], explain: bool, data: str | None,
                    openvino_precision: OpenVINOPrecision | None, tolerances: dict[str, float], as_json: bool) -> None:
@@ -183,11 +197,13 @@ def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path |
     """
     from exporters.verify.directory import verify_directory
     from exporters.verify.onnx_file import verify_onnx_file
+    from exporters.verify.report import check_report_options
 
     if (directory is None) == (onnx_file is None):
         raise UserError("give an export folder DIRECTORY, or --onnx FILE with --spec SPEC (not both)")
     if junit is not None:
         check_output_file(junit, "--junit")
+    check_report_options(report, summary)
     if onnx_file is not None:
         if openvino_precision is not None:
             raise UserError("--openvino-precision goes with an export folder that has OpenVINO IR, not with --onnx")
@@ -212,9 +228,32 @@ def verify_command(directory: Path | None, junit: Path | None, onnx_file: Path |
         from exporters.verify.junit import write_junit
 
         write_junit(result, junit, name=str(onnx_file or directory))
+    if report is not None or summary is not None:
+        _write_verify_reports(result, report, summary, directory, onnx_file, spec, weights, overrides)
     result.raise_for_verdict()
     if not as_json:
         click.echo("verification passed")
+
+
+def _write_verify_reports(result: VerificationResult, report: Path | None, summary: Path | None,
+                          directory: Path | None, onnx_file: Path | None, spec: Path | None, weights: Path | None,
+                          overrides: Sequence[str]) -> None:
+    """--report and --summary of ``xbuild verify``: what was verified, with the versions of this run."""
+    from exporters.manifest import library_versions, read_manifest
+    from exporters.verify.report import context_of_manifest, context_of_onnx_file, html_report, write_report
+    from exporters.verify.summary import append_summary, markdown_summary
+
+    if onnx_file is not None:
+        assert spec is not None
+        context = context_of_onnx_file(onnx_file, spec, overrides, weights, library_versions())
+    else:
+        assert directory is not None
+        context = context_of_manifest(read_manifest(directory), title=f"xbuild verify {directory}",
+                                      versions=library_versions())
+    if report is not None:
+        write_report(report, html_report(result, context))
+    if summary is not None:
+        append_summary(summary, markdown_summary(result, context))
 
 
 __all__ = ["export_command", "verify_command"]

@@ -3,12 +3,14 @@
 ``--backend`` is repeatable and takes comma-separated names alike, from the one registry
 (:mod:`exporters.backends`); ``--batch`` is :func:`exporters.contract.parse_batches` everywhere;
 ``--tolerance NAME=VALUE`` sets one bound of the pass rule (:mod:`exporters.verify.compare`) and
-is checked when parsed, before any work starts.
+is checked when parsed, before any work starts. ``--report`` and ``--summary`` are checked by
+:func:`exporters.verify.report.check_report_options`, also before any work.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -83,3 +85,15 @@ def openvino_precision_option(help_text: str, *, default: str | None = "auto") -
                         help=f"{help_text} auto: OpenVINO's choice (bf16 on CPUs with AMX or AVX512-BF16, "
                              "f32 elsewhere); f32: exact fp32 numerics; bf16: refused where the CPU cannot "
                              "run it.")
+
+
+def report_option(help_text: str) -> Callable[[F], F]:
+    return click.option("--report", type=click.Path(path_type=Path), metavar="FILE.html",
+                        help=f"{help_text} Self-contained: opens offline in any browser.")
+
+
+def summary_option(f: F) -> F:
+    return click.option(
+        "--summary", type=click.Path(path_type=Path), metavar="FILE",
+        help="Append a markdown summary (verdict, comparisons, failures, int8 statistics) to FILE, whatever "
+             "the verdict; for CI job summaries: --summary \"$GITHUB_STEP_SUMMARY\".")(f)

@@ -10,6 +10,10 @@ each rename is atomic), the old manifest having been removed first and the new o
 A failure before that point -- a spec that does not compile, weights that do not fit, an
 unwritable folder, a crash -- leaves DIR exactly as it was. A crash during the renames leaves no
 manifest, which ``xbuild verify`` reports as an incomplete export rather than trusting stale hashes.
+
+The folder's ``report.html`` (:mod:`exporters.verify.report`) describes the files installed with it,
+so it is installed with them; ``--report FILE`` and ``--summary FILE`` are written whatever the
+verdict, also when an export that nothing here could check installs nothing.
 """
 
 from __future__ import annotations
@@ -64,6 +68,15 @@ from exporters.verify.checks import Target, VerificationResult, run_checks
 from exporters.verify.compare import DEFAULT_TOLERANCES, RULE, Tolerance, tolerance_for
 from exporters.verify.diagnosis import explain_targets
 from exporters.verify.reference import reference_model
+from exporters.verify.report import (
+    REPORT_NAME,
+    ReportContext,
+    check_report_options,
+    context_of_manifest,
+    html_report,
+    write_report,
+)
+from exporters.verify.summary import append_summary, markdown_summary
 from xception_build.errors import UserError
 from xception_build.files import Staging, check_output_folder, staged_output
 from xception_build.model import XceptionNet
@@ -104,6 +117,8 @@ class ExportRequest:
     int8_activations: Int8ActivationsChoice = "auto"  # int8: resolved by activation_scheme
     explain: bool = False  # block-by-block diagnosis of every artifact, not only of those that fail
     openvino_precision: OpenVINOPrecision = "auto"  # OpenVINO's inference precision when it verifies the IR
+    report: Path | None = None  # --report FILE: the HTML report here too (OUT/report.html is always written)
+    summary: Path | None = None  # --summary FILE: markdown appended here (a CI job summary)
 
     def __post_init__(self) -> None:
         # Checked here, before the spec is loaded or --out touched: a bad option costs nothing.
@@ -163,7 +178,8 @@ class _Provenance:
 
 
 def check_request(request: ExportRequest) -> None:
-    """Everything about a request that can be refused before any work: options, TensorRT, --out."""
+    """Everything about a request that can be refused before any work: options, TensorRT, --out,
+    --report and --summary."""
     if request.trt:
         from exporters.tensorrt.engine import require_tensorrt
 
@@ -173,6 +189,7 @@ def check_request(request: ExportRequest) -> None:
 
         require_openvino()
     check_output_folder(request.out)
+    check_report_options(request.report, request.summary)
 
 
 def run_export(request: ExportRequest) -> ExportResult:
@@ -201,13 +218,26 @@ def run_export(request: ExportRequest) -> ExportResult:
             result.notes += channel_warnings(model.plan)
             if request.calib is not None and request.calib.synthetic:
                 result.notes.append(SYNTHETIC_WARNING)
-        if not result.failed and not result.passed:
-            result.raise_for_verdict()  # an artifact nothing here could check: exit 3, folder untouched
         manifest = _manifest(request, spec, model, artifacts, tolerances, result, builder, provenance,
                              held_out, excluded)
-        _install(stage, [a.path for a in artifacts], manifest)
+        context = context_of_manifest(manifest, title=f"xbuild export {request.spec} -> {request.out}/")
+        page = html_report(result, context)
+        if not result.failed and not result.passed:
+            _write_reports(request, result, context, page)  # the report still goes where --report says
+            result.raise_for_verdict()  # an artifact nothing here could check: exit 3, folder untouched
+        (stage.path / REPORT_NAME).write_text(page, encoding="utf-8")
+        _install(stage, [a.path for a in artifacts], manifest, reports=[REPORT_NAME])
+    _write_reports(request, result, context, page)
     result.raise_for_verdict()  # failed: installed for inspection, marked failed in the manifest, exit 1
     return ExportResult(request.out, manifest, result)
+
+
+def _write_reports(request: ExportRequest, result: VerificationResult, context: ReportContext, page: str) -> None:
+    """``--report FILE`` (unless it is the folder's own report.html) and ``--summary FILE``."""
+    if request.report is not None and request.report.resolve() != (request.out / REPORT_NAME).resolve():
+        write_report(request.report, page)
+    if request.summary is not None:
+        append_summary(request.summary, markdown_summary(result, context))
 
 
 def _write_artifacts(request: ExportRequest, stage: Staging, spec: Spec, model: XceptionNet,
@@ -343,15 +373,17 @@ def _manifest(request: ExportRequest, spec: Spec, model: XceptionNet, artifacts:
     )
 
 
-def _install(stage: Staging, names: Sequence[str], manifest: Manifest) -> None:
-    """Move the staged files into the output folder: old manifest out first, new manifest in last."""
+def _install(stage: Staging, names: Sequence[str], manifest: Manifest, reports: Sequence[str] = ()) -> None:
+    """Move the staged files into the output folder: old manifest out first, new manifest in last.
+
+    ``reports`` describe the export and are installed with it, but are no artifact of it."""
     out = stage.out
     try:
         old = {a.path for a in read_manifest(out).artifacts}
     except UserError:
         old = set()
     (out / MANIFEST_NAME).unlink(missing_ok=True)
-    stage.install([*names, *([TIMING_CACHE_NAME] if (stage.path / TIMING_CACHE_NAME).exists() else [])])
+    stage.install([*names, *reports, *([TIMING_CACHE_NAME] if (stage.path / TIMING_CACHE_NAME).exists() else [])])
     for stale in old - set(names):  # files of the previous export that this one does not have
         # only plain names of files in `out`: never "", ".", "..", a path elsewhere, or a folder
         if Path(stale).name != stale or stale in ("", ".", "..", MANIFEST_NAME):

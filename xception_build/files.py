@@ -3,7 +3,9 @@
 Two mechanisms, shared by every command that writes: :func:`atomic_write` for one file (temp file
 beside it, fsync, rename), and :func:`staged_output` for a set of files written into a temporary
 folder inside the output folder and renamed into place once all are complete. A failed run also
-removes the folders it created, so an output folder that did not exist still does not.
+removes the folders it created, so an output folder that did not exist still does not. A file
+that others append to by convention (a CI job summary) is appended to with :func:`append_file`,
+which leaves the file as it was when the write fails.
 
 Output paths are checked before any work (:func:`check_output_folder`, :func:`check_output_file`),
 and a write that the file system refuses (full disk, no permission, read-only) becomes one
@@ -18,6 +20,7 @@ import hashlib
 import os
 import secrets
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -47,6 +50,31 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def append_file(path: str | os.PathLike[str], data: bytes) -> None:
+    """Append ``data`` to ``path`` (created if missing) in one write; on failure, cut the file back.
+
+    Not :func:`atomic_write`: a file others append to (``$GITHUB_STEP_SUMMARY``) keeps its inode,
+    mode and owner, and the runner that reads it may hold it open. A failed write (full disk)
+    truncates the file to its old length, so what was there before is never lost or corrupted.
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        status = os.fstat(fd)
+        regular = stat.S_ISREG(status.st_mode)  # not a pipe or a terminal (--summary /dev/stdout)
+        try:
+            written = 0
+            while written < len(data):  # a regular file takes it in one call; a short write is not lost
+                written += os.write(fd, data[written:])
+            if regular:
+                os.fsync(fd)
+        except BaseException:
+            if regular:
+                os.ftruncate(fd, status.st_size)
+            raise
+    finally:
+        os.close(fd)
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -103,6 +131,19 @@ def check_output_file(path: Path, option: str) -> None:
     if path.is_dir():
         raise UserError(f"{option} {path}: is a folder, expected a file name")
     check_output_folder(path.parent, option=f"{option} {path}: its folder")
+
+
+def check_appendable_file(path: Path, option: str) -> None:
+    """Refuse, before any work, a file that cannot be appended to: a folder, an existing file this
+    process may not write, or a new file in a place :func:`check_output_file` refuses."""
+    if path.is_dir():
+        raise UserError(f"{option} {path}: is a folder, expected a file name")
+    if path.exists():
+        if not os.access(path, os.W_OK):
+            raise UserError(f"{option} {path}: cannot append to it: permission denied",
+                            hint="choose a file you can write to")
+        return
+    check_output_file(path, option)
 
 
 def write_error(exc: OSError, out: Path) -> UserError:

@@ -141,7 +141,7 @@ def test_formats_are_chosen_by_onnx_and_trt(tmp_path: Path, run: Callable[..., R
     assert plain.exit_code == explicit.exit_code == 0, plain.output + explicit.output
     for folder in ("default", "onnx"):
         names = sorted(p.name for p in (tmp_path / folder).iterdir())
-        assert names == ["manifest.json", "model.onnx", "spec.resolved.yaml", "weights.safetensors"]
+        assert names == ["manifest.json", "model.onnx", "report.html", "spec.resolved.yaml", "weights.safetensors"]
     if tensorrt_unavailable() is not None:  # --trt alone still needs TensorRT: nothing is written
         trt_only = run("export", CIFAR, "--trt", "--out", tmp_path / "trt")
         assert trt_only.exit_code == 3 and not (tmp_path / "trt").exists()

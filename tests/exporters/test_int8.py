@@ -11,6 +11,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -227,3 +228,41 @@ def test_int8_openvino_ir_is_made_from_our_qdq_file_and_judged_on_held_out_image
     again = run("verify", out, "--backend", "openvino-cpu")
     assert again.exit_code == 0, again.output
     assert "model.int8.xml  openvino-cpu  200 held-out" in again.output
+
+
+def test_the_reports_show_the_int8_statistics_of_the_held_out_images(int8_export: Path, tmp_path: Path,
+                                                                    run: Run) -> None:
+    """report.html (written by the export) and verify's --summary show what the int8 artifact was judged by."""
+    import html
+    import re
+
+    manifest = json.loads((int8_export / "manifest.json").read_text())
+    (judged,) = [r for r in manifest["verification"]["results"] if r["precision"] == "int8"]
+
+    def expected(result: dict[str, Any]) -> dict[str, str]:
+        (out,) = result["outputs"]
+        return {"held-out images": "200",
+                "accuracy, PyTorch reference": f"{out['accuracy_reference']:.2%}",
+                "accuracy, this artifact": f"{out['accuracy_candidate']:.2%}",
+                "accuracy drop": f"{100 * out['accuracy_drop']:.2f} points",
+                "top-1 agreement with the reference": f"{out['top1']:.1%}",
+                "top-5 containment of the reference's class": f"{out['top5']:.1%}",
+                "cosine similarity (mean per image)": f"{out['cosine']:.6f}"}
+
+    page = (int8_export / "report.html").read_text(encoding="utf-8")
+    section = page[page.index('<section id="int8">'):]
+    section = section[:section.index("</section>")]
+    assert f"model.int8.onnx on {judged['backend']}, logits: ok" in section
+    cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>([^<]*)</td>", section)]
+    shown = dict(zip(cells[0::3], cells[1::3], strict=True))
+    assert shown == expected(judged)
+    assert dict(zip(cells[0::3], cells[2::3], strict=True))["accuracy drop"] == "<= 1 points"
+
+    summary = tmp_path / "summary.md"
+    verified = run("verify", int8_export, "--json", "--summary", summary)
+    assert verified.exit_code == 0, verified.output
+    (again,) = [c for c in json.loads(verified.stdout)["comparisons"] if c["precision"] == "int8"]
+    markdown = summary.read_text(encoding="utf-8")
+    assert "**int8 statistics: `model.int8.onnx` on onnxruntime-cpu, logits**" in markdown
+    for name, value in expected(again).items():
+        assert re.search(rf"^\| {re.escape(name)} \| {re.escape(value)} \|", markdown, re.MULTILINE), name
