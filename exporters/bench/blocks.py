@@ -64,17 +64,27 @@ def _onnxruntime(job: ProfileJob) -> list[ProfiledCall]:
     return profile_onnxruntime(job)
 
 
+def _openvino(job: ProfileJob) -> list[ProfiledCall]:
+    from exporters.bench.profile_openvino import profile_openvino
+
+    return profile_openvino(job)
+
+
 _TORCH = BlockProfiler(
     _pytorch, method="torch.profiler: one record_function range per block (CPU time; device time on CUDA)",
     overhead="the forward's own Python between blocks (each call's range minus its block ranges and ops)")
-#: Block profilers by backend. OpenVINO's per-layer counters would be one more entry:
-#: ``"openvino-cpu": BlockProfiler(_openvino, method=..., overhead=...)``.
+#: Block profilers by backend.
 BLOCK_PROFILERS: dict[BackendName, BlockProfiler] = {
     "pytorch-cpu": _TORCH,
     "pytorch-cuda": _TORCH,  # device time from kineto: not run yet (no GPU lent when it was written)
     "onnxruntime-cpu": BlockProfiler(
         _onnxruntime, method="ONNX Runtime's profiler: per-node kernel time of its optimised graph",
         overhead="ONNX Runtime's executor between kernels (each model_run span minus its nodes)"),
+    "openvino-cpu": BlockProfiler(
+        _openvino, method="OpenVINO's per-layer performance counters (PERF_COUNT): real time of each executed "
+                          "layer of the compiled IR",
+        overhead="not reported: OpenVINO has no span for the whole request, so the layers' sum is checked "
+                 "against the calls' wall clock directly"),
 }
 _COMPILED = "torch.compile fuses kernels across block boundaries, so its kernels belong to no one block"
 #: Why a backend has no block profiler.
@@ -212,13 +222,12 @@ def profile_blocks(model: XceptionNet, settings: BenchSettings, on_task: Progres
     try:
         for name in settings.backends:
             backend = BACKENDS[name]
-            tensorrt = isinstance(backend, ArtifactBackend) and backend.runs == "tensorrt-plan"
             reason = backend.unavailable()
             peak = device_peak(torch.device(backend.device)) if reason is None else None
             for precision in settings.precisions:
                 on_task(f"{name} {precision} batch {batch} per block")
-                scheme = files.scheme(tensorrt=tensorrt) if precision == "int8" and isinstance(
-                    backend, ArtifactBackend) else None
+                scheme = files.scheme(tensorrt=backend.runs == "tensorrt-plan", openvino=backend.runs == "openvino-ir"
+                                      ) if precision == "int8" and isinstance(backend, ArtifactBackend) else None
                 profile = BlockProfile(name, precision, batch, scheme)
                 profiler = BLOCK_PROFILERS.get(name)
                 if profiler is None:

@@ -131,3 +131,25 @@ def test_the_tagged_copy_computes_what_the_file_computes(cifar_export: Path, tmp
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         outputs.append(session.run(None, {"input": x})[0])
     np.testing.assert_array_equal(outputs[0], outputs[1])
+
+
+def test_openvino_layers_are_given_to_the_planned_blocks(run: Callable[..., Result]) -> None:
+    from exporters.openvino.ir import openvino_unavailable
+
+    if openvino_unavailable() is not None:
+        pytest.skip(str(openvino_unavailable()))
+    found = profiles(run, "--backend", "openvino-cpu", "--precision", "fp32,int8", "--batch", "4")
+    assert [(p["precision"], p["int8_activations"]) for p in found] == [("fp32", None), ("int8", "symmetric")]
+    for profile in found:
+        assert profile["status"] == "ok", profile["reason"]
+        rows = profile["rows"]
+        assert [(r["module"], r["spec_path"], r["repeat"], r["line"], r["macs"]) for r in rows] == \
+            [(m, s, r, line, macs) for m, s, r, _f, line, macs in planned_rows()]
+        assert all(r["time_ms"] is not None and r["time_ms"] > 0 for r in rows), [r["module"] for r in rows]
+        # the layers OpenVINO executes, fused or made up, all reach a block: nothing left unattributed
+        unattributed, check = profile["unattributed"], profile["check"]
+        assert sum(k["time_ms"] for k in unattributed["kernels"]) <= 0.02 * check["total_ms"], unattributed
+        # the layers' sum is checked against the wall clock itself (OpenVINO has no span of its own)
+        assert unattributed["overhead_ms"] == 0 and check["blocks_ms"] == pytest.approx(sum(r["time_ms"] for r in rows))
+    int8_layers = {k["op_type"] for r in found[1]["rows"] for k in r["kernels"]}
+    assert "Convolution" in int8_layers and "FakeQuantize" in int8_layers  # the quantized IR was profiled
