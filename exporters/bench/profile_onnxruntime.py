@@ -20,20 +20,16 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exporters.bench.profiled import KernelTime, ProfiledCall, ProfileJob, timed_calls, warm_up
-from exporters.contract import HEAD, INPUT_NAME
+from exporters.bench.profiled import KernelTime, ProfiledCall, ProfileJob, tagged_file, timed_calls, warm_up
+from exporters.contract import INPUT_NAME
 from exporters.onnx.blocks import (
     Attribution,
     GraphNode,
     attribute,
-    node_owners,
-    read_blocks,
-    tagged_copy,
     untagged,
 )
-from exporters.onnx.export import load_onnx, serialize
+from exporters.onnx.export import serialize
 from exporters.onnx.runtime import PROVIDERS, session_options
-from xception_build.errors import UserError
 
 if TYPE_CHECKING:
     import onnx
@@ -43,15 +39,7 @@ if TYPE_CHECKING:
 def profile_onnxruntime(job: ProfileJob) -> list[ProfiledCall]:
     """Run the ``job.precision`` ONNX file of ``job.files`` under ONNX Runtime's profiler."""
     path = job.files.onnx(job.precision)
-    proto = load_onnx(path)
-    plan = job.model.plan
-    order = {b.module_name: i for i, b in enumerate(plan.blocks)}
-    blocks = sorted((b for b in read_blocks(proto) if b.module in order), key=lambda b: order[b.module])
-    if not blocks:
-        raise UserError(f"{path}: has no block map for spec '{plan.name}' (the 'xbuild.blocks' metadata an "
-                        "xbuild export records), so its nodes cannot be given to blocks")
-    owners = [*order, HEAD]
-    tagged = tagged_copy(proto, node_owners(proto, blocks, plan.blocks[-1].module_name), owners)
+    owners, tagged = tagged_file(path, job.model.plan)
     threads = job.settings.threads or 0
     provider = PROVIDERS[job.backend.device]
     with tempfile.TemporaryDirectory(prefix="xbuild-profile-") as name:

@@ -25,13 +25,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from exporters.bench.profiled import KernelTime, ProfiledCall, ProfileJob, timed_calls, warm_up
-from exporters.contract import HEAD, INPUT_NAME
-from exporters.onnx.blocks import GraphNode, attribute, node_owners, read_blocks, tagged_copy, tagged_owner, untagged
-from exporters.onnx.export import load_onnx, serialize
+from exporters.bench.profiled import KernelTime, ProfiledCall, ProfileJob, tagged_file, timed_calls, warm_up
+from exporters.contract import INPUT_NAME
+from exporters.onnx.blocks import GraphNode, attribute, tagged_owner, untagged
+from exporters.onnx.export import serialize
 from exporters.openvino.ir import load_openvino, write_ir
 from exporters.openvino.runtime import compile_config
-from xception_build.errors import UserError
 
 #: executed-layer statuses that took no time in the call
 _IDLE = ("NOT_RUN", "OPTIMIZED_OUT")
@@ -42,15 +41,7 @@ _NOT_EXECUTED = ("Const", "Input", "Output")
 def profile_openvino(job: ProfileJob) -> list[ProfiledCall]:
     """Run the ``job.precision`` IR of ``job.files`` under OpenVINO's per-layer counters."""
     path = job.files.onnx(job.precision, openvino=True)
-    proto = load_onnx(path)
-    plan = job.model.plan
-    order = {b.module_name: i for i, b in enumerate(plan.blocks)}
-    blocks = sorted((b for b in read_blocks(proto) if b.module in order), key=lambda b: order[b.module])
-    if not blocks:
-        raise UserError(f"{path}: has no block map for spec '{plan.name}' (the 'xbuild.blocks' metadata an "
-                        "xbuild export records), so its layers cannot be given to blocks")
-    owners = [*order, HEAD]
-    tagged = tagged_copy(proto, node_owners(proto, blocks, plan.blocks[-1].module_name), owners)
+    owners, tagged = tagged_file(path, job.model.plan)
     ov = load_openvino()
     core = ov.Core()
     config = {**compile_config(job.settings.openvino_precision, job.settings.threads or 0), "PERF_COUNT": "YES"}

@@ -16,13 +16,18 @@ from typing import TYPE_CHECKING
 
 from exporters.backends import Backend
 from exporters.bench.timing import BenchSettings
-from exporters.contract import Precision
+from exporters.contract import HEAD, Precision
+from xception_build.errors import UserError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import numpy as np
+    import onnx
 
     from exporters.bench.inference import ArtifactFiles
     from xception_build.model import XceptionNet
+    from xception_build.plan import Plan
 
 #: Profiled calls per row at most: every call adds each of its kernels to the profiler's trace
 #: (ONNX Runtime writes about 1 kB of JSON per node and call).
@@ -85,3 +90,20 @@ def timed_calls(call: Callable[[], object], sync: Callable[[], None], settings: 
         if len(walls) >= settings.min_reps and time.perf_counter() - start >= settings.budget_s:
             break
     return walls
+
+
+def tagged_file(path: Path, plan: Plan) -> tuple[list[str], onnx.ModelProto]:
+    """The owners (every planned block's module name, then ``head``) and the block-tagged copy
+    (:func:`exporters.onnx.blocks.tagged_copy`) of the ONNX file at ``path``, which a block profiler
+    runs so that the runtime's fused and renamed kernels still say whose they are."""
+    from exporters.onnx.blocks import node_owners, read_blocks, tagged_copy
+    from exporters.onnx.export import load_onnx
+
+    proto = load_onnx(path)
+    order = {b.module_name: i for i, b in enumerate(plan.blocks)}
+    blocks = sorted((b for b in read_blocks(proto) if b.module in order), key=lambda b: order[b.module])
+    if not blocks:
+        raise UserError(f"{path}: has no block map for spec '{plan.name}' (the 'xbuild.blocks' metadata an "
+                        "xbuild export records), so its kernels cannot be given to blocks")
+    owners = [*order, HEAD]
+    return owners, tagged_copy(proto, node_owners(proto, blocks, plan.blocks[-1].module_name), owners)
