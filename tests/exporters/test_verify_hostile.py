@@ -62,7 +62,8 @@ def test_an_empty_artifact_list_is_not_a_pass(export_copy: Path, run: Run) -> No
     data["artifacts"] = []
     _write(export_copy, data)
     _never_passed(run("verify", export_copy), 1, "manifest.json: FAIL: lists no spec",
-                  "lists no weights", "lists no model artifact (onnx, openvino-ir or tensorrt-plan): there is nothing to verify",
+                  "lists no weights",
+                  "lists no model artifact (onnx, openvino-ir or tensorrt-plan): there is nothing to verify",
                   "unlisted   model.onnx: looks like an artifact but the manifest does not list it")
 
 
