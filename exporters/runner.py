@@ -20,7 +20,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from exporters.contract import INPUT_NAME, OUTPUT_NAME, BackendName, BatchProfile, Device, TensorSpec
+from exporters.contract import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    BackendName,
+    BatchProfile,
+    ComputePrecision,
+    Device,
+    TensorSpec,
+)
 from xception_build.errors import UserError
 
 if TYPE_CHECKING:
@@ -38,6 +46,9 @@ class Runner(ABC):
         self.source = source  # what the runner runs, for messages (a file name, or "pytorch")
         self.inputs: tuple[TensorSpec, ...] = ()
         self.profile: BatchProfile | None = None
+        #: set by :meth:`_load` where the backend computes at another precision than the artifact's
+        #: (None: the artifact's own); the verification picks the tolerance by it
+        self.compute_precision: ComputePrecision | None = None
         self.loaded = False
 
     # -- lifecycle -------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from exporters.backends import BACKENDS, artifact_backends
-from exporters.calibration import DataSource, HeldOut, load_images
+from exporters.calibration import SYNTHETIC, DataSource, HeldOut, load_images
 from exporters.contract import BackendName, model_kind
 from exporters.manifest import MANIFEST_NAME, DataInfo, Manifest, read_manifest
 from exporters.runner import TorchRunner
@@ -24,12 +24,14 @@ from xception_build.spec import Spec, load_spec, spec_hash
 
 
 def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] | None = None,
-                     data: str | None = None, explain: bool = False) -> VerificationResult:
+                     data: str | None = None, explain: bool = False,
+                     judge_synthetic: bool = False) -> VerificationResult:
     """Re-check an export: the manifest's rules and every hash, then the numbers of every selected
     artifact on every backend this machine has. Read the verdict with ``raise_for_verdict``.
 
-    int8 artifacts are judged again on the held-out images the manifest records (read from
-    ``data`` instead when given: the same images elsewhere)."""
+    int8 artifacts are judged again, by the manifest's tolerances, on the held-out images the
+    manifest records (read from ``data`` instead when given: the same images elsewhere); synthetic
+    ones are judged for agreement when the export asked for it, or ``judge_synthetic`` does."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     checks = check_folder(directory, manifest)
@@ -42,6 +44,9 @@ def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] |
         result.no_reference = "the spec or the weights are not what the manifest records"
         return result
     settings = manifest.verification
+    if judge_synthetic and (settings.data is None or settings.data.data != SYNTHETIC):
+        raise UserError(f"--judge-synthetic: {directory} has no int8 artifact judged on synthetic images; real "
+                        "held-out images are always judged")
     for target in targets:
         if target.precision not in settings.tolerances:
             raise UserError(f"{directory / MANIFEST_NAME}: malformed manifest at verification.tolerances: "
@@ -65,7 +70,8 @@ def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] |
     if any(t.precision == "int8" for t in intact_targets):
         held_out, why = _held_out(settings.data, data, spec, result)
     run_checks(TorchRunner(model, input_size), intact_targets, batches=settings.batches, seed=settings.seed,
-               tolerances=settings.tolerances, result=result, backends=backends, held_out=held_out, no_held_out=why)
+               tolerances=settings.tolerances, result=result, backends=backends, held_out=held_out, no_held_out=why,
+               judge_synthetic=judge_synthetic or settings.judge_synthetic)
     explain_targets(result, intact_targets, model, batches=settings.batches, seed=settings.seed,
                     tolerances=settings.tolerances, held_out=held_out, spec=spec, always=explain)
     return result
