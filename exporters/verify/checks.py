@@ -122,8 +122,8 @@ class VerificationResult:
             lines += ["", format_table(self.comparisons), ""]
             for c in self.comparisons:  # what each verdict on held-out images rests on, with its bounds
                 lines += [f"judged     {c.artifact} on {c.backend}, {o.name}: {statistic.describe()}"
-                          for o in c.outputs if c.sampled for statistic in (o.agreement, o.drop)
-                          if statistic is not None and statistic.outcome != "exceeds"]
+                          for o in c.outputs if c.sampled for statistic in o.statistics
+                          if statistic.outcome != "exceeds"]
             lines += [f"FAIL       {c.artifact} on {c.backend}, batch {c.batch}, {o.name}: {why}"
                       for c in self.comparisons for o in c.outputs for why in o.failures]
             lines += [f"not judged {c.artifact} on {c.backend}: {c.not_judged}" for c in self.not_judged]

@@ -169,6 +169,11 @@ class OutputComparison:
         return not self.failures
 
     @property
+    def statistics(self) -> list[AccuracyDrop | ConfidentAgreement]:
+        """What was judged by a statistic, the task's metric (accuracy drop) first."""
+        return [s for s in (self.drop, self.agreement) if s is not None]
+
+    @property
     def accuracy_drop(self) -> float | None:
         if self.accuracy_reference is None or self.accuracy_candidate is None:
             return None
@@ -323,8 +328,7 @@ def _judge(out: OutputComparison, tol: Tolerance, finite: bool, judged: bool) ->
         failures.append(f"cosine similarity {out.cosine:.6f} < min_cosine {tol.min_cosine}")
     if tol.min_top5 is not None and out.top5 is not None and out.top5 < tol.min_top5:
         failures.append(f"top-5 containment {out.top5:.1%} < {tol.min_top5:.1%}")
-    failures += [statistic.describe() for statistic in (out.agreement, out.drop)
-                 if statistic is not None and statistic.outcome == "exceeds"]
+    failures += [statistic.describe() for statistic in out.statistics if statistic.outcome == "exceeds"]
     return failures
 
 

@@ -63,7 +63,7 @@ def _verdict_lines(result: VerificationResult, artifact: str) -> list[str]:
             if out.failures:
                 lines += [f"{where}: {why}" for why in out.failures]
             else:
-                lines += [f"{where}: {s.describe()}" for s in (out.agreement, out.drop) if s is not None]
+                lines += [f"{where}: {s.describe()}" for s in out.statistics]
         if comp.not_judged is not None:
             lines.append(f"{where}: {comp.not_judged}")
     return lines
