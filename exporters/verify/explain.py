@@ -172,12 +172,13 @@ class Explanation:
     def to_dict(self) -> dict[str, object]:
         """JSON-ready (non-finite numbers become ``None``; ``finite`` says why)."""
         first, overflow = self.first_divergence, self.first_overflow
+        losses = self.losses()
         return {"artifact": self.artifact, "precision": self.precision, "batch": self.batch,
                 "tolerance": self.tolerance.to_dict(), "unmapped": list(self.unmapped), "verdict": list(self.verdict),
                 "first_divergence": first.module if first else None,
                 "first_overflow": overflow.module if overflow else None,
-                "sensitivity": [{"module": r.module, "added": _json(a), "loss_before": _json(self.losses()[r.module][0]),
-                                 "loss_after": _json(self.losses()[r.module][1])} for r, a in self.sensitivity()]
+                "sensitivity": [{"module": r.module, "added": _json(a), "loss_before": _json(losses[r.module][0]),
+                                 "loss_after": _json(losses[r.module][1])} for r, a in self.sensitivity()]
                 if self.precision == "int8" else None,
                 "blocks": [{k: _json(v) if isinstance(v, float) else list(v) if isinstance(v, tuple) else v
                             for k, v in asdict(r).items()} for r in self.rows]}
