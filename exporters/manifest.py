@@ -108,7 +108,7 @@ class VerificationInfo(_Section):
     tolerances: dict[ComputePrecision, Tolerance]  # by the precision the numbers were computed at
     data: DataInfo | None = None
     judge_synthetic: bool = False  # int8 on synthetic images: judge agreement instead of "not judged"
-    verdict: Any = None  # passed, failed, not judged (exporters.verify.checks.Verdict)
+    verdict: str | None = None  # passed, failed or not judged (exporters.verify.checks.Verdict)
     passed: Any = None
     results: Any = None
     not_run: Any = None
