@@ -6,7 +6,8 @@ preprocessed exactly as the spec's ``input`` section says (resize by ``crop_pct`
 interpolation, centre crop, mean and std), without training augmentation. Calibration images come
 from the training split, the held-out images from the validation split: never the same images.
 ``--calib synthetic`` (class templates plus noise) only when asked for: a model trained on real
-images says little on them, so its agreement figures mean little, and it has no labels to judge.
+images says little on them, so its agreement figures mean little, and it has no labels to judge;
+its verdict is "not judged" (exit 4) unless ``--judge-synthetic`` asks for its agreement to be.
 
 What was used is recorded in the manifest (:class:`DataSource`), so ``xbuild verify`` reads the
 same held-out images again and re-checks the int8 artifact on them.
@@ -34,8 +35,8 @@ DEFAULT_CALIBRATION_IMAGES = 256
 DEFAULT_EVALUATION_IMAGES = 500
 SYNTHETIC_WARNING = ("warning: --calib synthetic: calibrating and checking on synthetic images (class "
                      "templates plus noise); a model trained on real images behaves differently on them, so the "
-                     "int8 agreement figures mean little and no accuracy is checked. Give --calib DATA for a "
-                     "verdict that does.")
+                     "int8 agreement figures mean little and no accuracy is checked: the verdict is \"not judged\" "
+                     "(exit 4) unless --judge-synthetic. Give --calib DATA for a verdict that means something.")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,7 @@ class HeldOut:
     images: np.ndarray
     labels: np.ndarray | None
     description: str
+    synthetic: bool = False  # class templates plus noise: their agreement is not judged unless asked
 
     @property
     def fingerprint(self) -> str:
@@ -100,7 +102,8 @@ def load_images(source: DataSource, spec: Spec) -> tuple[np.ndarray, HeldOut]:
         data = synthetic_dataset(total, spec.input.shape, max(num_classes, 2), seed=source.seed)
         images = data.tensors[0].numpy().astype(np.float32)
         return (images[:source.calibration_images],
-                HeldOut(images[source.calibration_images:], None, f"{source.evaluation_images} synthetic images"))
+                HeldOut(images[source.calibration_images:], None, f"{source.evaluation_images} synthetic images",
+                        synthetic=True))
     splits = open_data(Path(source.data), spec.input, num_classes, seed=source.seed, augment=False)
     calibration, _ = _take(splits.train, source.calibration_images, source.seed)
     held_images, held_labels = _take(splits.val, source.evaluation_images, source.seed)

@@ -90,6 +90,9 @@ Examples:
               help="int8: symmetric int8 (what TensorRT reads: the same file serves --trt) or asymmetric uint8 "
                    "(ONNX Runtime only, faster on CPUs); auto picks symmetric with --trt, asymmetric without "
                    "(docs/EXPORT.md).")
+@click.option("--judge-synthetic", is_flag=True,
+              help="int8 with --calib synthetic: judge top-1 agreement on the synthetic images (exit 0 or 1) "
+                   "instead of the verdict \"not judged\" (exit 4); their agreement says little about real data.")
 @click.option("--calib-exclude", multiple=True, metavar="BLOCK",
               help="int8: keep this block in float (a module name such as middle.blocks.3, or a spec path such "
                    "as middle.blocks[0] for all its repeats; repeatable).")
@@ -108,7 +111,7 @@ Examples:
 def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], want_onnx: bool,
                    want_trt: bool, want_openvino: bool, openvino_precision: OpenVINOPrecision, precision: Precision,
                    calib: str | None, calib_size: int, eval_size: int,
-                   int8_activations: Int8ActivationsChoice, calib_exclude: tuple[str, ...],
+                   int8_activations: Int8ActivationsChoice, judge_synthetic: bool, calib_exclude: tuple[str, ...],
                    batch: BatchSelection | None, static_batch: bool,
                    opset: int, out: Path, workspace_gib: float, explain: bool, tolerances: dict[str, float],
                    report: Path | None, summary: Path | None, as_json: bool) -> None:
@@ -121,7 +124,7 @@ def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], w
     PyTorch and every backend here; the verification table is printed.
     """
     from exporters.pipeline import DEFAULT_PROFILE, ExportFormat, ExportRequest, check_request, run_export
-    from exporters.verify.checks import ChecksFailed, NotVerified
+    from exporters.verify.checks import ChecksFailed, ChecksNotJudged, NotVerified
 
     profile = batch.profile if batch is not None else (BatchProfile(1, 1, 1) if static_batch else DEFAULT_PROFILE)
     if not (math.isfinite(workspace_gib) and workspace_gib > 0):
@@ -138,13 +141,13 @@ def export_command(spec: Path, weights: Path | None, overrides: Sequence[str], w
                             static_batch=static_batch, opset=opset, tolerance=tuple(tolerances.items()),
                             workspace_bytes=int(workspace_gib * (1 << 30)), calib_exclude=tuple(calib_exclude),
                             int8_activations=int8_activations, explain=explain, report=report, summary=summary,
-                            openvino_precision=openvino_precision,
+                            openvino_precision=openvino_precision, judge_synthetic=judge_synthetic,
                             calib=None if calib is None else DataSource(calib, calib_size, eval_size))
     check_request(request)  # TensorRT present, --out, --report and --summary usable: before "exporting" is said
     click.echo(f"exporting {spec} to {out}/ (batch profile {profile}) ...", err=True)
     try:
         result = run_export(request)
-    except (ChecksFailed, NotVerified) as exc:  # print the whole report; the group prints the error line
+    except (ChecksFailed, NotVerified, ChecksNotJudged) as exc:  # the whole report; the group prints the error
         click.echo(json.dumps(exc.result.to_dict(), indent=2) if as_json else exc.result.report())
         raise
     if as_json:
@@ -175,18 +178,25 @@ Examples:
 @batch_option("Batch sizes for --onnx (default: the file's own profile).")
 @backend_option("Run only these backends (default: every one this machine has).")
 @explain_option
-@click.option("--data", metavar="DATA",
+@click.option("--data", metavar="DATA|synthetic",
               help="int8 artifacts: read their held-out images from this folder (default: where the manifest "
                    "says; required with an int8 --onnx file).")
 @openvino_precision_option("openvino-cpu: the inference precision to verify OpenVINO IR at.  [default: what "
                            "the manifest records]", default=None)
+@click.option("--eval-size", type=click.IntRange(min=1),
+              help=f"With an int8 --onnx file and --data: held-out images to judge it on "
+                   f"[default: {DEFAULT_EVALUATION_IMAGES}] (a folder uses its manifest's count).")
+@click.option("--judge-synthetic", is_flag=True,
+              help="int8 judged on synthetic images: judge top-1 agreement on them (exit 0 or 1) instead of the "
+                   "verdict \"not judged\" (exit 4).")
 @tolerance_option
 @json_option
 def verify_command(directory: Path | None, junit: Path | None, report: Path | None, summary: Path | None,
                    onnx_file: Path | None, spec: Path | None,
                    weights: Path | None, overrides: Sequence[str], batch: BatchSelection | None,
                    backends: tuple[BackendName, ...], explain: bool, data: str | None,
-                   openvino_precision: OpenVINOPrecision | None, tolerances: dict[str, float], as_json: bool) -> None:
+                   openvino_precision: OpenVINOPrecision | None, eval_size: int | None,
+                   judge_synthetic: bool, tolerances: dict[str, float], as_json: bool) -> None:
     """Re-check an export folder (DIRECTORY) or a user-brought --onnx file.
 
     For a folder: re-hash every artifact in its manifest.json (an edited, swapped or missing file
@@ -209,17 +219,20 @@ def verify_command(directory: Path | None, junit: Path | None, report: Path | No
             raise UserError("--openvino-precision goes with an export folder that has OpenVINO IR, not with --onnx")
         if spec is None:
             raise UserError("--onnx needs --spec SPEC (and usually --weights FILE) to compare against")
+        if eval_size is not None and data is None:
+            raise UserError("--eval-size goes with --data: the held-out images an int8 file is judged on")
+        source = None if data is None else DataSource(data, evaluation_images=eval_size or DEFAULT_EVALUATION_IMAGES)
         result = verify_onnx_file(onnx_file, spec, weights, overrides=overrides,
                                   batches=batch.sizes if batch is not None else None, tolerance=tolerances,
-                                  backends=backends or None, data=DataSource(data) if data is not None else None,
-                                  explain=explain)
+                                  backends=backends or None, data=source, explain=explain,
+                                  judge_synthetic=judge_synthetic)
     else:
-        if spec or weights or overrides or batch or tolerances:
-            raise UserError("--spec, --weights, --set, --batch and --tolerance go with --onnx; "
+        if spec or weights or overrides or batch or tolerances or eval_size:
+            raise UserError("--spec, --weights, --set, --batch, --tolerance and --eval-size go with --onnx; "
                             "a folder is verified with the settings in its manifest")
         assert directory is not None
         result = verify_directory(directory, backends=backends or None, data=data, explain=explain,
-                                  openvino_precision=openvino_precision)
+                                  openvino_precision=openvino_precision, judge_synthetic=judge_synthetic)
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     else:

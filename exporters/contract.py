@@ -39,10 +39,11 @@ def model_kind(kind: ArtifactKind) -> ModelArtifactKind | None:
 #: Numeric precision of an artifact's weights and compute (its interface stays fp32).
 Precision = Literal["fp32", "fp16", "int8"]
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
-
-#: The precision a backend's numbers were computed at, which picks the verification rule: the
-#: artifact's own, or bf16 where a runtime computes an fp32 file in bf16 (OpenVINO on AMX/AVX512-BF16).
+#: The precision a backend computed an artifact's numbers at, which picks the tolerance they are
+#: judged by: the artifact's own, or another where the backend runs it so (OpenVINO runs an fp32
+#: file at bf16 on CPUs with AMX or AVX512-BF16)
 ComputePrecision = Literal["fp32", "bf16", "fp16", "int8"]
+COMPUTE_PRECISIONS: tuple[ComputePrecision, ...] = get_args(ComputePrecision)
 
 #: ``--openvino-precision``: OpenVINO's inference precision hint; ``auto`` leaves OpenVINO's own
 #: choice (bf16 on CPUs with AMX or AVX512-BF16, f32 elsewhere)

@@ -10,20 +10,28 @@ it knows stops with a clean error instead of misreading fields.
 from __future__ import annotations
 
 import json
-import math
 import platform
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, ValidationError, field_validator
 
-from exporters.contract import ArtifactKind, Precision
-from exporters.verify.compare import Tolerance
+from exporters.contract import ArtifactKind, ComputePrecision, Precision
+from exporters.verify.compare import Tolerance, bound_problem
 from xception_build.errors import UserError
 from xception_build.files import atomic_write, sha256_file
 
-#: 2: scale-relative tolerances (max_error, ...) and their rule; 1 had absolute atol/rtol
-FORMAT_VERSION = 2
+#: 3: tolerances per compute precision (bf16 too), int8 judged by bounds on held-out images
+#: (confident_margin, confidence; min_cosine and min_top5 may be unset), the verdict word;
+#: 2 had fixed thresholds (int8: 99 % agreement); 1 absolute atol/rtol
+FORMAT_VERSION = 3
+#: why a manifest of an older format cannot be re-verified by this xbuild
+_OLDER_FORMATS = {
+    1: "records absolute tolerances (atol/rtol) that this xbuild no longer judges by",
+    2: "records fixed-threshold tolerances (int8: 99 % top-1 agreement on every held-out image) that this xbuild "
+       "no longer judges by: it judges int8 by bounds on the accuracy drop and on agreement where the reference "
+       "is confident",
+}
 MANIFEST_NAME = "manifest.json"
 
 
@@ -97,8 +105,10 @@ class VerificationInfo(_Section):
     seed: NonNegativeInt = 0
     batches: list[PositiveInt] = Field(min_length=1)
     rule: str = ""  # the pass rule the tolerances are bounds of (exporters.verify.compare.RULE)
-    tolerances: dict[Precision, Tolerance]
+    tolerances: dict[ComputePrecision, Tolerance]  # by the precision the numbers were computed at
     data: DataInfo | None = None
+    judge_synthetic: bool = False  # int8 on synthetic images: judge agreement instead of "not judged"
+    verdict: str | None = None  # passed, failed or not judged (exporters.verify.checks.Verdict)
     passed: Any = None
     results: Any = None
     not_run: Any = None
@@ -106,16 +116,16 @@ class VerificationInfo(_Section):
 
     @field_validator("tolerances")
     @classmethod
-    def _finite_tolerances(cls, tolerances: dict[str, Tolerance]) -> dict[str, Tolerance]:
+    def _valid_tolerances(cls, tolerances: dict[str, Tolerance]) -> dict[str, Tolerance]:
         for precision, tol in tolerances.items():
             for name, value in tol.to_dict().items():
-                if value is not None and (not math.isfinite(value) or value < 0):
-                    raise ValueError(f"{precision}.{name} is {value}, must be a finite number >= 0")
+                if value is not None and (problem := bound_problem(name, value)) is not None:
+                    raise ValueError(f"{precision}.{name} is {value}: {problem}")
         return tolerances
 
 
 class Manifest(BaseModel):
-    """The manifest file's schema (format version 1)."""
+    """The manifest file's schema (format version :data:`FORMAT_VERSION`)."""
 
     model_config = ConfigDict(frozen=True, extra="allow")
 
@@ -165,8 +175,9 @@ def read_manifest(directory: str | Path) -> Manifest:
     if not isinstance(version, int):
         raise UserError(f"{path}: no integer format_version; not an xbuild manifest")
     if version < FORMAT_VERSION:
-        raise UserError(f"{path}: manifest format version {version} records absolute tolerances (atol/rtol) that "
-                        "this xbuild no longer judges by", hint="re-export the folder with this xbuild")
+        why = _OLDER_FORMATS.get(version, "is older than this xbuild reads")
+        raise UserError(f"{path}: manifest format version {version} {why}",
+                        hint="re-export the folder with this xbuild")
     if version > FORMAT_VERSION:
         raise UserError(f"{path}: manifest format version {version} is newer than this xbuild reads "
                         f"(up to {FORMAT_VERSION})", hint="upgrade xception-build to verify this export")

@@ -31,21 +31,21 @@ def _batch(ctx: click.Context, param: click.Parameter, value: str | None) -> Bat
 
 
 def _tolerances(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, float]:
-    from exporters.verify.compare import TOLERANCE_NAMES, bound_problem
+    """``NAME=VALUE`` pairs as Tolerance field names and values in their units (``accuracy-drop`` in points)."""
+    from exporters.verify.compare import TOLERANCE_SPELLINGS, tolerance_bound
 
     bounds: dict[str, float] = {}
     for value in values:
         name, sep, number = value.partition("=")
-        name = name.strip()
-        if not sep or name not in TOLERANCE_NAMES:
-            raise UserError(f"--tolerance {value!r}: expected NAME=VALUE with NAME one of {', '.join(TOLERANCE_NAMES)}")
+        if not sep or not name.strip():
+            raise UserError(f"--tolerance {value!r}: expected NAME=VALUE with NAME one of "
+                            f"{', '.join(TOLERANCE_SPELLINGS)}")
         try:
             bound = float(number)
         except ValueError:
             raise UserError(f"--tolerance {value!r}: {number.strip()!r} is not a number") from None
-        if (problem := bound_problem(name, bound)) is not None:
-            raise UserError(f"--tolerance {value!r}: {problem}")
-        bounds[name] = bound
+        field_name, field_value = tolerance_bound(name, bound)
+        bounds[field_name] = field_value
     return bounds
 
 
@@ -72,9 +72,11 @@ def explain_option(f: F) -> F:
 def tolerance_option(f: F) -> F:
     return click.option(
         "--tolerance", "tolerances", multiple=True, callback=_tolerances, metavar="NAME=VALUE",
-        help="Override one bound of the checked precision's pass rule (repeatable): max_error (of each "
-             "sample's scale; default fp32 1e-4, fp16 2e-2), min_cosine, min_top1, min_top5, max_accuracy_drop "
-             "(int8: 0.01 = 1 point). See docs/EXPORT.md.")(f)
+        help="Override one bound of the checked precision's pass rule (repeatable; dashes or underscores): "
+             "max-error (of each sample's scale; default fp32 1e-4, fp16 2e-2), min-cosine, min-top1 (agreement "
+             "on confident samples), min-top5, accuracy-drop (int8, in points; default 1), confident-margin "
+             "(int8: the reference's top-1 lead, of the sample's scale, that counts as confident; default 0.5), "
+             "confidence (of the int8 bounds; default 0.95). See docs/EXPORT.md.")(f)
 
 
 def openvino_precision_option(help_text: str, *, default: str | None = "auto") -> Callable[[F], F]:

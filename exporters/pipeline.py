@@ -34,6 +34,7 @@ from exporters.contract import (
     META_SPEC_NAME,
     OUTPUT_NAME,
     BatchProfile,
+    ComputePrecision,
     Int8Activations,
     Int8ActivationsChoice,
     OpenVINOPrecision,
@@ -119,6 +120,7 @@ class ExportRequest:
     openvino_precision: OpenVINOPrecision = "auto"  # OpenVINO's inference precision when it verifies the IR
     report: Path | None = None  # --report FILE: the HTML report here too (OUT/report.html is always written)
     summary: Path | None = None  # --summary FILE: markdown appended here (a CI job summary)
+    judge_synthetic: bool = False  # int8 with --calib synthetic: judge agreement instead of "not judged"
 
     def __post_init__(self) -> None:
         # Checked here, before the spec is loaded or --out touched: a bad option costs nothing.
@@ -131,6 +133,9 @@ class ExportRequest:
                             "calibrated on and its agreement is checked on",
                             hint="a CIFAR-10 or image folder as examples/train.py reads; --calib synthetic "
                                  "only where no data exists")
+        if self.judge_synthetic and (self.calib is None or not self.calib.synthetic):
+            raise UserError("--judge-synthetic goes with --precision int8 --calib synthetic: real held-out images "
+                            "are always judged")
         if self.precision != "int8" and (self.calib is not None or self.calib_exclude
                                          or self.int8_activations != "auto"):
             raise UserError("--calib, --calib-size, --eval-size, --calib-exclude and --int8-activations go with "
@@ -210,7 +215,7 @@ def run_export(request: ExportRequest) -> ExportResult:
         targets = [Target(stage.path / a.path, kind, a.precision or "fp32") for a in artifacts
                    if (kind := model_kind(a.kind)) is not None]
         result = run_checks(TorchRunner(model, input_size), targets, seed=request.seed, batches=batches,
-                            tolerances=tolerances, held_out=held_out,
+                            tolerances=tolerances, held_out=held_out, judge_synthetic=request.judge_synthetic,
                             settings=RunSettings(openvino_precision=request.openvino_precision))
         explain_targets(result, targets, model, batches=batches, seed=request.seed, tolerances=tolerances,
                         held_out=held_out, spec=spec, always=request.explain)
@@ -222,13 +227,15 @@ def run_export(request: ExportRequest) -> ExportResult:
                              held_out, excluded)
         context = context_of_manifest(manifest, title=f"xbuild export {request.spec} -> {request.out}/")
         page = html_report(result, context)
-        if not result.failed and not result.passed:
+        if result.verdict == "not verified":
             _write_reports(request, result, context, page)  # the report still goes where --report says
             result.raise_for_verdict()  # an artifact nothing here could check: exit 3, folder untouched
         (stage.path / REPORT_NAME).write_text(page, encoding="utf-8")
         _install(stage, [a.path for a in artifacts], manifest, reports=[REPORT_NAME])
     _write_reports(request, result, context, page)
-    result.raise_for_verdict()  # failed: installed for inspection, marked failed in the manifest, exit 1
+    # failed: installed for inspection, marked failed in the manifest, exit 1; not judged
+    # (synthetic images): installed, marked "not judged", exit 4
+    result.raise_for_verdict()
     return ExportResult(request.out, manifest, result)
 
 
@@ -296,8 +303,9 @@ def blocks_named(plan: Plan, names: Sequence[str]) -> list[str]:
     return modules
 
 
-def _tolerances(request: ExportRequest) -> dict[Precision, Tolerance]:
-    """Defaults per precision; --tolerance overrides the precision that was asked for."""
+def _tolerances(request: ExportRequest) -> dict[ComputePrecision, Tolerance]:
+    """Defaults per compute precision; --tolerance overrides the precision that was asked for (a
+    backend that computes an artifact at another precision, e.g. bf16, is judged by that one's defaults)."""
     tolerances = dict(DEFAULT_TOLERANCES)
     tolerances[request.precision] = tolerance_for(request.precision, dict(request.tolerance))
     return tolerances
@@ -333,7 +341,7 @@ def _onnx_metadata(model: XceptionNet, spec: Spec, provenance: _Provenance) -> d
 
 
 def _manifest(request: ExportRequest, spec: Spec, model: XceptionNet, artifacts: Sequence[Artifact],
-              tolerances: dict[Precision, Tolerance], result: VerificationResult,
+              tolerances: dict[ComputePrecision, Tolerance], result: VerificationResult,
               builder: dict[str, Any] | None, provenance: _Provenance, held_out: HeldOut | None,
               excluded: Sequence[str]) -> Manifest:
     plan = model.plan
@@ -368,7 +376,8 @@ def _manifest(request: ExportRequest, spec: Spec, model: XceptionNet, artifacts:
         verification=VerificationInfo(
             reference="pytorch-cpu, eval mode, TF32 off", seed=request.seed,
             batches=list(request.profile.check_batches()), rule=RULE, tolerances=dict(tolerances), data=data,
-            passed=result.passed, results=[c.to_dict() for c in result.comparisons],
+            judge_synthetic=request.judge_synthetic, verdict=result.verdict, passed=result.passed,
+            results=[c.to_dict() for c in result.comparisons],
             not_run=[vars(s) for s in result.skipped], notes=list(result.notes)),
     )
 

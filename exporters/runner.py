@@ -46,8 +46,8 @@ class Runner(ABC):
         self.source = source  # what the runner runs, for messages (a file name, or "pytorch")
         self.inputs: tuple[TensorSpec, ...] = ()
         self.profile: BatchProfile | None = None
-        # set by _load where the backend computes at another precision than the artifact's (OpenVINO
-        # running an fp32 file in bf16); None: the artifact's own. It picks the verification rule.
+        #: set by :meth:`_load` where the backend computes at another precision than the artifact's
+        #: (None: the artifact's own); the verification picks the tolerance by it
         self.compute_precision: ComputePrecision | None = None
         self.loaded = False
 

@@ -2,7 +2,8 @@
 one place where errors become messages and exit codes.
 
 Exit codes: 0 success; 1 a verification ran and failed; 2 a user error (bad spec, option, file
-or checkpoint); 3 a backend this command needs is missing on this machine; 130 interrupted.
+or checkpoint); 3 a backend this command needs is missing on this machine; 4 the checks ran, but
+accuracy was not judged (synthetic data); 130 interrupted.
 Every error, ours or click's own usage errors, prints as ``error: <message>`` (plus a ``hint:``
 line) on stderr. A closed stdout (``xbuild verify DIR | head -1``) is not an error: the rest of
 the output is dropped and the exit code is still the command's own.
@@ -34,6 +35,7 @@ Exit codes:
   1  a numeric verification ran and failed
   2  user error: bad spec, option, file or checkpoint
   3  a backend the command needs is missing here (TensorRT, a GPU, the PNG renderer)
+  4  ran, but accuracy not judged: synthetic data (int8 --calib synthetic)
   130  interrupted (Ctrl-C); outputs already in place are left as they were
 A closed stdout (e.g. piped into head) drops the rest of the output and keeps the exit code."""
 

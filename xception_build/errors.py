@@ -11,6 +11,7 @@ Exit codes (documented in the README and in ``xbuild --help``):
 1     a numeric verification ran and failed (:class:`VerificationFailed`)
 2     a user error: bad spec, bad option, bad file (:class:`UserError`)
 3     a backend this command needs is missing here (:class:`BackendUnavailable`)
+4     the checks ran and nothing failed, but accuracy was not judged: synthetic data (:class:`NotJudged`)
 ====  =====================================================================
 """
 
@@ -91,6 +92,13 @@ class VerificationFailed(XBuildError):
     """A numeric check ran and did not pass. Exit code 1."""
 
     exit_code = 1
+
+
+class NotJudged(XBuildError):
+    """The checks ran and nothing failed, but an artifact's accuracy was judged on nothing real
+    (synthetic images): neither "verified" (0) nor "failed" (1). Exit code 4."""
+
+    exit_code = 4
 
 
 class SpecErrors(SpecError):

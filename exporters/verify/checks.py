@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from exporters.contract import (
     INPUT_NAME,
     OUTPUT_NAME,
     BackendName,
+    ComputePrecision,
     ModelArtifactKind,
     Precision,
     RunSettings,
@@ -32,7 +33,7 @@ from exporters.runner import Runner, TorchRunner
 from exporters.verify.compare import Comparison, Tolerance, compare, format_table
 from exporters.verify.integrity import ArtifactCheck
 from exporters.verify.seeded import seeded_input
-from xception_build.errors import BackendUnavailable, VerificationFailed
+from xception_build.errors import BackendUnavailable, NotJudged, UserError, VerificationFailed
 
 if TYPE_CHECKING:
     from exporters.verify.explain import Explanation
@@ -44,7 +45,7 @@ class Target:
 
     path: Path
     kind: ModelArtifactKind
-    precision: Precision  # picks the tolerance
+    precision: Precision  # picks the tolerance, unless the backend computes at another (Runner.compute_precision)
     name: str = ""
 
     def __post_init__(self) -> None:
@@ -70,12 +71,17 @@ class LeftOut:
     reason: str
 
 
+#: passed (exit 0), failed (1), not verified: a selected artifact no backend here compared (3),
+#: not judged: it ran, but an int8 artifact's accuracy was judged on nothing real (synthetic images, 4)
+Verdict = Literal["passed", "failed", "not verified", "not judged"]
+
+
 @dataclass
 class VerificationResult:
     """Everything a verification found; the CLI prints it and the JUnit writer reports it.
 
-    The verdict fails closed: ``passed`` only when nothing failed and every selected artifact was
-    compared numerically by at least one backend here.
+    The verdict fails closed: ``passed`` only when nothing failed, every selected artifact was
+    compared numerically by at least one backend here, and every comparison was judged.
     """
 
     artifact_checks: list[ArtifactCheck] = field(default_factory=list)
@@ -90,7 +96,7 @@ class VerificationResult:
 
     @property
     def failed(self) -> bool:
-        return not all(c.passed for c in self.artifact_checks) or not all(c.passed for c in self.comparisons)
+        return not all(c.passed for c in self.artifact_checks) or any(c.failed for c in self.comparisons)
 
     @property
     def unchecked(self) -> list[str]:
@@ -99,11 +105,18 @@ class VerificationResult:
         return [name for name in self.selected if name not in compared]
 
     @property
-    def verdict(self) -> str:
+    def not_judged(self) -> list[Comparison]:
+        """Comparisons that ran but whose agreement and accuracy were not judged (synthetic images)."""
+        return [c for c in self.comparisons if c.verdict == "not judged"]
+
+    @property
+    def verdict(self) -> Verdict:
         if self.failed:
             return "failed"
         if self.unchecked or not self.selected:
             return "not verified"
+        if self.not_judged:
+            return "not judged"
         return "passed"
 
     @property
@@ -116,8 +129,13 @@ class VerificationResult:
                  for c in self.artifact_checks]
         if self.comparisons:
             lines += ["", format_table(self.comparisons), ""]
+            for c in self.comparisons:  # what each verdict on held-out images rests on, with its bounds
+                lines += [f"judged     {c.artifact} on {c.backend}, {o.name}: {statistic.describe()}"
+                          for o in c.outputs if c.sampled for statistic in o.statistics
+                          if statistic.outcome != "exceeds"]
             lines += [f"FAIL       {c.artifact} on {c.backend}, batch {c.batch}, {o.name}: {why}"
                       for c in self.comparisons for o in c.outputs for why in o.failures]
+            lines += [f"not judged {c.artifact} on {c.backend}: {c.not_judged}" for c in self.not_judged]
         not_run: dict[tuple[str, str, str], list[int]] = {}
         for s in self.skipped:
             not_run.setdefault((s.artifact, s.backend, s.reason), []).append(s.batch)
@@ -149,9 +167,12 @@ class VerificationResult:
                 "explanations": [e.to_dict() for e in self.explanations]}
 
     def raise_for_verdict(self) -> None:
-        """Exit 1 when a check failed, 3 when a selected artifact was not checked here; return when passed."""
+        """Exit 1 when a check failed, 3 when a selected artifact was not checked here, 4 when one was
+        not judged (synthetic images); return when passed."""
         if self.failed:
             raise ChecksFailed(self)
+        if self.verdict == "not judged":
+            raise ChecksNotJudged(self)
         if self.verdict != "passed":
             raise NotVerified(self)
 
@@ -161,9 +182,9 @@ class ChecksFailed(VerificationFailed):
 
     def __init__(self, result: VerificationResult) -> None:
         self.result = result
-        checks: list[ArtifactCheck | Comparison] = [*result.artifact_checks, *result.comparisons]
-        failed = sum(not c.passed for c in checks)
-        super().__init__(f"verification failed: {failed} of {len(checks)} checks failed (the report names them)")
+        failed = sum(not c.passed for c in result.artifact_checks) + sum(c.failed for c in result.comparisons)
+        checks = len(result.artifact_checks) + len(result.comparisons)
+        super().__init__(f"verification failed: {failed} of {checks} checks failed (the report names them)")
 
 
 class NotVerified(BackendUnavailable):
@@ -179,19 +200,35 @@ class NotVerified(BackendUnavailable):
                               "--backend, e.g. --backend onnxruntime-cpu")
 
 
+class ChecksNotJudged(NotJudged):
+    """Nothing failed and everything ran, but an int8 artifact was judged on synthetic images only:
+    exit 4, neither "passed" nor "failed"."""
+
+    def __init__(self, result: VerificationResult) -> None:
+        self.result = result
+        names = ", ".join(dict.fromkeys(c.artifact for c in result.not_judged))
+        super().__init__(f"not judged: {names} ran on synthetic images only, so its accuracy was not judged",
+                         hint="give --calib DATA (export) or --data DATA (verify) with real images; or "
+                              "--judge-synthetic to judge its agreement on the synthetic ones")
+
+
 #: images per call when an artifact is judged on held-out images (clamped to the artifact's batch profile)
 DATA_BATCH = 32
 
 
 def run_checks(reference: TorchRunner, targets: Sequence[Target], *, batches: Sequence[int], seed: int,
-               tolerances: Mapping[Precision, Tolerance], result: VerificationResult | None = None,
+               tolerances: Mapping[ComputePrecision, Tolerance], result: VerificationResult | None = None,
                backends: Sequence[BackendName] | None = None, held_out: HeldOut | None = None,
-               no_held_out: str = "", settings: RunSettings = DEFAULT_RUN_SETTINGS) -> VerificationResult:
+               no_held_out: str = "", judge_synthetic: bool = False,
+               settings: RunSettings = DEFAULT_RUN_SETTINGS) -> VerificationResult:
     """Compare every target on every available backend with the reference.
 
     fp32 and fp16 artifacts are judged on seeded inputs at every batch size; int8 artifacts on the
-    ``held_out`` images, as a whole (agreement, containment, cosine, accuracy). Without them an
-    int8 artifact is not checked, for the reason ``no_held_out`` gives.
+    ``held_out`` images, as a whole (accuracy drop and agreement, with bounds). Without them an
+    int8 artifact is not checked, for the reason ``no_held_out`` gives; on synthetic held-out
+    images it is not judged, unless ``judge_synthetic`` (then by agreement). Each comparison is
+    judged by the tolerance of the precision the backend computed at (``Runner.compute_precision``,
+    known once the runner is loaded), by default the artifact's.
     """
     result = result if result is not None else VerificationResult()
     result.selected += [t.name for t in targets if t.name not in result.selected]
@@ -209,12 +246,16 @@ def run_checks(reference: TorchRunner, targets: Sequence[Target], *, batches: Se
                 if reason is not None:
                     result.skipped += [Skipped(target.name, backend.name, b, reason) for b in planned]
                     continue
-                tolerance = tolerances[target.precision]
                 try:
                     with backend.runner(target.path, settings) as runner:
+                        computed = runner.compute_precision or target.precision
+                        if computed not in tolerances:
+                            raise UserError(f"{target.name}: {backend.name} computes it at {computed}, and no "
+                                            f"{computed} tolerance is given (have {', '.join(tolerances)})")
+                        tolerance = tolerances[computed]
                         if on_data:
                             assert held_out is not None
-                            result.comparisons.append(probe.on_data(runner, target, tolerance))
+                            result.comparisons.append(probe.on_data(runner, target, tolerance, judge_synthetic))
                         else:
                             result.comparisons += [probe.seeded(runner, target, tolerance, b) for b in batches]
                 except BackendUnavailable as exc:  # e.g. a plan built for another GPU or TensorRT version
@@ -244,9 +285,9 @@ class _Probe:
             self._seeded[batch] = x, self.reference.infer({INPUT_NAME: x})
         x, expected = self._seeded[batch]
         return compare(expected, _run_renamed(runner, x), tolerance, artifact=target.name, backend=runner.backend,
-                       batch=batch, precision=target.precision)
+                       batch=batch, precision=target.precision, compute_precision=runner.compute_precision)
 
-    def on_data(self, runner: Runner, target: Target, tolerance: Tolerance) -> Comparison:
+    def on_data(self, runner: Runner, target: Target, tolerance: Tolerance, judge_synthetic: bool) -> Comparison:
         held_out = self.held_out
         assert held_out is not None
         size = DATA_BATCH if runner.profile is None else min(max(DATA_BATCH, runner.profile.min), runner.profile.max)
@@ -254,9 +295,17 @@ class _Probe:
             self._data_reference = np.concatenate(
                 [self.reference.infer({INPUT_NAME: b})[OUTPUT_NAME] for b in held_out.batches(size)])
         got = _batched(runner, held_out, size)
+        count = len(held_out.images)
+        not_judged = None
+        if held_out.synthetic and not judge_synthetic:
+            not_judged = (f"agreement and accuracy not judged on {count} synthetic images (class templates plus "
+                          "noise, no labels of the model's task): a model behaves differently on them than on its "
+                          "data, so their figures say little about the quantization (--judge-synthetic judges "
+                          "agreement on them all the same)")
         return compare({OUTPUT_NAME: self._data_reference}, {OUTPUT_NAME: got}, tolerance, artifact=target.name,
                        backend=runner.backend, batch=size, precision=target.precision, labels=held_out.labels,
-                       inputs=f"{len(held_out.images)} held-out")
+                       inputs=f"{count} {'synthetic' if held_out.synthetic else 'held-out'}",
+                       compute_precision=runner.compute_precision, sampled=True, not_judged=not_judged)
 
 
 def _batched(runner: Runner, held_out: HeldOut, size: int) -> np.ndarray:

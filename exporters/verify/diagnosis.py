@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from exporters.calibration import HeldOut
-from exporters.contract import Precision
+from exporters.contract import ComputePrecision
 from exporters.verify.checks import Target, VerificationResult
 from exporters.verify.compare import Tolerance
 from exporters.verify.explain import explain
@@ -26,11 +26,11 @@ EXPLAIN_BATCH = 8
 
 
 def explain_targets(result: VerificationResult, targets: Sequence[Target], model: XceptionNet, *,
-                    batches: Sequence[int], seed: int, tolerances: Mapping[Precision, Tolerance],
+                    batches: Sequence[int], seed: int, tolerances: Mapping[ComputePrecision, Tolerance],
                     held_out: HeldOut | None, spec: Spec | None = None, always: bool = False) -> None:
     """Explain, block by block, every ONNX target whose comparison failed (every one with ``always``)."""
     for target in targets:
-        failed = any(not c.passed for c in result.comparisons if c.artifact == target.name)
+        failed = any(c.failed for c in result.comparisons if c.artifact == target.name)
         if not (always or failed):
             continue
         if target.kind != "onnx":
@@ -47,6 +47,23 @@ def explain_targets(result: VerificationResult, targets: Sequence[Target], model
             inputs = seeded_input(seed, batch, model.plan.input_shape.as_tuple())
         try:
             result.explanations.append(explain(model, target.path, target.precision, inputs,
-                                               tolerance=tolerances[target.precision], spec=spec))
+                                               tolerance=tolerances[target.precision], spec=spec,
+                                               verdict=_verdict_lines(result, target.name)))
         except UserError as exc:
             result.notes.append(f"{target.name}: cannot explain: {exc.message}")
+
+
+def _verdict_lines(result: VerificationResult, artifact: str) -> list[str]:
+    """What each comparison of ``artifact`` concluded and the numbers it rests on: its failures, or
+    the statistics it was judged by (``failed on onnxruntime-cpu: accuracy drop 12.0 points ...``)."""
+    lines = []
+    for comp in (c for c in result.comparisons if c.artifact == artifact):
+        where = f"{comp.verdict} on {comp.backend}"
+        for out in comp.outputs:
+            if out.failures:
+                lines += [f"{where}: {why}" for why in out.failures]
+            else:
+                lines += [f"{where}: {s.describe()}" for s in out.statistics]
+        if comp.not_judged is not None:
+            lines.append(f"{where}: {comp.not_judged}")
+    return lines

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from exporters.backends import BACKENDS, artifact_backends
-from exporters.calibration import DataSource, HeldOut, load_images
+from exporters.calibration import SYNTHETIC, DataSource, HeldOut, load_images
 from exporters.contract import OPENVINO_PRECISIONS, BackendName, OpenVINOPrecision, RunSettings, model_kind
 from exporters.manifest import MANIFEST_NAME, DataInfo, Manifest, read_manifest
 from exporters.runner import TorchRunner
@@ -25,13 +25,16 @@ from xception_build.spec import Spec, load_spec, spec_hash
 
 def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] | None = None,
                      data: str | None = None, explain: bool = False,
+                     judge_synthetic: bool = False,
                      openvino_precision: OpenVINOPrecision | None = None) -> VerificationResult:
     """Re-check an export: the manifest's rules and every hash, then the numbers of every selected
     artifact on every backend this machine has. Read the verdict with ``raise_for_verdict``.
 
-    int8 artifacts are judged again on the held-out images the manifest records (read from
-    ``data`` instead when given: the same images elsewhere). OpenVINO IR runs at the inference
-    precision the export verified it at, unless ``openvino_precision`` says otherwise."""
+    int8 artifacts are judged again, by the manifest's tolerances, on the held-out images the
+    manifest records (read from ``data`` instead when given: the same images elsewhere); synthetic
+    ones are judged for agreement when the export asked for it, or ``judge_synthetic`` does.
+    OpenVINO IR runs at the inference precision the export verified it at, unless
+    ``openvino_precision`` says otherwise."""
     directory = Path(directory)
     manifest = read_manifest(directory)
     checks = check_folder(directory, manifest)
@@ -44,6 +47,9 @@ def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] |
         result.no_reference = "the spec or the weights are not what the manifest records"
         return result
     settings = manifest.verification
+    if judge_synthetic and (settings.data is None or settings.data.data != SYNTHETIC):
+        raise UserError(f"--judge-synthetic: {directory} has no int8 artifact judged on synthetic images; real "
+                        "held-out images are always judged")
     for target in targets:
         if target.precision not in settings.tolerances:
             raise UserError(f"{directory / MANIFEST_NAME}: malformed manifest at verification.tolerances: "
@@ -75,7 +81,7 @@ def verify_directory(directory: str | Path, *, backends: Sequence[BackendName] |
     run = RunSettings(openvino_precision=openvino_precision or _recorded_openvino_precision(manifest))
     run_checks(TorchRunner(model, input_size), intact_targets, batches=settings.batches, seed=settings.seed,
                tolerances=settings.tolerances, result=result, backends=backends, held_out=held_out, no_held_out=why,
-               settings=run)
+               judge_synthetic=judge_synthetic or settings.judge_synthetic, settings=run)
     explain_targets(result, intact_targets, model, batches=settings.batches, seed=settings.seed,
                     tolerances=settings.tolerances, held_out=held_out, spec=spec, always=explain)
     return result

@@ -8,13 +8,18 @@ the ``xbuild.blocks`` map the export recorded). Each block is judged like a fina
 (:mod:`exporters.verify.compare`: scale-relative error, mean per-sample cosine), which gives the
 error curve through the network and its first row that leaves the tolerance. The classifier's
 output is the last row, so a fault in the head is found too.
+
+int8 is judged by the class, on held-out images, not block by block: no fixed cosine says that a
+block is broken. So its findings start with what the artifact's verdict rests on (what failed,
+with its numbers) and rank the blocks by how much each adds to the loss of cosine through the
+network; the block table marks those contributors.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,6 +40,7 @@ if TYPE_CHECKING:
     from xception_build.spec import Spec
 
 FP16_MAX = 65504.0  # the largest finite float16
+LOSS_FLOOR = 1e-9  # the sensitivity's floor where the first block is exact (kept in float)
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,7 @@ class Explanation:
     batch: int
     rows: list[BlockRow]
     unmapped: list[str] = field(default_factory=list)  # planned blocks the file's map does not locate
+    verdict: list[str] = field(default_factory=list)  # int8: what the artifact's verdict rests on, one line each
 
     @property
     def first_divergence(self) -> BlockRow | None:
@@ -93,57 +100,93 @@ class Explanation:
         return next((r for r in self.rows if r.overflow), None) if self.precision == "fp16" else None
 
     def sensitivity(self, top: int = 5) -> list[tuple[BlockRow, float]]:
-        """The ``top`` blocks that add most to the error curve (their loss minus the previous block's).
+        """The ``top`` blocks that add most to the loss along the network, with how much each adds.
 
-        The loss is the error where the tolerance bounds it, else 1 - cosine (int8 is judged by
-        agreement, and its elementwise max error is set by single rounding outliers)."""
+        The loss is the error where the tolerance bounds it, else 1 - cosine (int8 is judged by the
+        class, and its elementwise max error is set by single rounding outliers). What a block adds
+        is how much it multiplies the loss it receives: ln((loss + floor) / (previous + floor)),
+        the floor being the first block's own loss (the input's quantization). A difference of
+        losses would blame the blocks that merely amplify damage done before them: one block's
+        weights doubled in int8 takes the cosine of its output to 0.90, and the head, fed that,
+        loses more cosine in absolute terms (0.57 to 0.36) though it is intact. The additions add
+        up to ln((last loss + floor) / floor)."""
         by_error = self.tolerance.max_error is not None
+        losses = [max(row.loss(by_error), 0.0) for row in self.rows]
+        floor = max(losses[0] if losses and math.isfinite(losses[0]) else 0.0, LOSS_FLOOR)
         added: list[tuple[BlockRow, float]] = []
         previous = 0.0
-        for row in self.rows:
-            loss = row.loss(by_error)
+        for row, loss in zip(self.rows, losses, strict=True):
             if math.isinf(loss):  # the first non-finite block takes the blame, not those that inherit it
                 added.append((row, 0.0 if math.isinf(previous) else math.inf))
+            elif math.isinf(previous):
+                added.append((row, 0.0))
             else:
-                added.append((row, loss - previous))
+                added.append((row, math.log((loss + floor) / (previous + floor))))
             previous = loss
         return sorted(added, key=lambda pair: -pair[1])[:top]
 
+    def losses(self) -> dict[str, tuple[float, float]]:
+        """Per block: (the loss it receives, the loss it hands on), as the sensitivity ranks them."""
+        by_error = self.tolerance.max_error is not None
+        values = [max(row.loss(by_error), 0.0) for row in self.rows]
+        return {row.module: (before, after) for row, before, after in zip(self.rows, [0.0, *values], values,
+                                                                           strict=False)}
+
     def findings(self, top: int = 5) -> list[str]:
-        """One line per finding: the first divergence; for fp16 the first overflow; for int8 the
-        blocks that lose most."""
+        """One line per finding: the first divergence; for fp16 the first overflow; for int8 its
+        verdict (what failed, with the numbers) and the blocks that lose most."""
         first = self.first_divergence
-        lines = [f"first divergence: {first.where()}, {_metrics(first)}" if first is not None else
-                 f"no block leaves the {self.precision} tolerance"]
+        if self.precision == "int8":  # no per-block tolerance: the verdict first, then where it is lost
+            lines = [f"int8 verdict {line}" for line in self.verdict]
+            lines += [f"first divergence: {first.where()}, {_metrics(first)}"] if first is not None else []
+        else:
+            lines = [f"first divergence: {first.where()}, {_metrics(first)}" if first is not None else
+                     f"no block leaves the {self.precision} tolerance"]
         overflow = self.first_overflow
         if overflow is not None:
             lines.append(f"first fp16 overflow: {overflow.where()}, reference peak {overflow.peak:.4g}, "
                          f"candidate peak {overflow.candidate_peak:.4g} (fp16 max {FP16_MAX:g})")
         if self.precision == "int8":
-            lines += [f"int8 loss #{rank}: {row.where()}, adds {added:.3g} ({_metrics(row)})"
-                      for rank, (row, added) in enumerate(self.sensitivity(top), 1)]
+            losses = self.losses()
+            lines += [f"int8 loss #{rank}: {row.where()}, 1 - cosine {losses[row.module][0]:.3g} -> "
+                      f"{losses[row.module][1]:.3g} ({_metrics(row)})"
+                      for rank, (row, _) in enumerate(self.sensitivity(top), 1)]
         if self.unmapped:
             lines.append(f"not located in the file: {', '.join(self.unmapped)}")
         return lines
 
-    def table(self) -> str:
-        """The whole curve, one row per block in forward order (peak: the reference's max |value|)."""
-        header = ("block", "spec", "repeat", "line", "error", "cosine", "peak", "result")
+    def table(self, top: int = 5) -> str:
+        """The whole curve, one row per block in forward order (peak: the reference's max |value|).
+
+        For int8 the last column ranks the ``top`` blocks that add most to the loss (``#1`` ...)
+        instead of a per-block verdict, which int8 does not have."""
+        ranks = {row.module: rank for rank, (row, _) in enumerate(self.sensitivity(top), 1)}
+        header = ("block", "spec", "repeat", "line", "error", "cosine", "peak",
+                  "loss rank" if self.precision == "int8" else "result")
         rows = [(r.module, r.spec_path, f"{r.repeat[0]}/{r.repeat[1]}", "-" if r.line is None else str(r.line),
-                 f"{r.error:.2e}", f"{r.cosine:.7f}", f"{r.peak:.3g}", _result(r)) for r in self.rows]
+                 f"{r.error:.2e}", f"{r.cosine:.7f}", f"{r.peak:.3g}",
+                 _rank(r, ranks.get(r.module)) if self.precision == "int8" else _result(r)) for r in self.rows]
         return "\n".join(render_table(header, rows, right=(4, 5, 6)))
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready (non-finite numbers become ``None``; ``finite`` says why)."""
         first, overflow = self.first_divergence, self.first_overflow
+        losses = self.losses()
         return {"artifact": self.artifact, "precision": self.precision, "batch": self.batch,
-                "tolerance": self.tolerance.to_dict(), "unmapped": list(self.unmapped),
+                "tolerance": self.tolerance.to_dict(), "unmapped": list(self.unmapped), "verdict": list(self.verdict),
                 "first_divergence": first.module if first else None,
                 "first_overflow": overflow.module if overflow else None,
-                "sensitivity": [{"module": r.module, "added": _json(a)} for r, a in self.sensitivity()]
+                "sensitivity": [{"module": r.module, "added": _json(a), "loss_before": _json(losses[r.module][0]),
+                                 "loss_after": _json(losses[r.module][1])} for r, a in self.sensitivity()]
                 if self.precision == "int8" else None,
                 "blocks": [{k: _json(v) if isinstance(v, float) else list(v) if isinstance(v, tuple) else v
                             for k, v in asdict(r).items()} for r in self.rows]}
+
+
+def _rank(row: BlockRow, rank: int | None) -> str:
+    if not row.finite:
+        return "NON-FINITE" + (f" #{rank}" if rank is not None else "")
+    return "-" if rank is None else f"#{rank}"
 
 
 def _result(row: BlockRow) -> str:
@@ -160,10 +203,12 @@ def _json(value: float) -> float | None:
 
 
 def explain(model: XceptionNet, artifact_path: str | Path, precision: Precision, inputs: np.ndarray, *,
-            tolerance: Tolerance, spec: Spec | None = None, threads: int = 0) -> Explanation:
+            tolerance: Tolerance, spec: Spec | None = None, threads: int = 0,
+            verdict: Sequence[str] = ()) -> Explanation:
     """Run ``inputs`` through the reference and the artifact, and judge every block's output.
 
-    ``model`` is the eval-mode reference; ``spec`` (default: the model's own) names spec lines.
+    ``model`` is the eval-mode reference; ``spec`` (default: the model's own) names spec lines;
+    ``verdict`` says what the artifact's verdict rests on (int8 findings start with it).
     Raises :class:`UserError` for a file without a block map or whose map does not fit it.
     """
     path = Path(artifact_path)
@@ -201,7 +246,7 @@ def explain(model: XceptionNet, artifact_path: str | Path, precision: Precision,
                            reference[module], outputs[tensor], precision, tolerance, path))
     mapped = {b.module for b in blocks}
     return Explanation(path.name, precision, tolerance, len(inputs), rows,
-                       [name for name in planned if name not in mapped])
+                       [name for name in planned if name not in mapped], list(verdict))
 
 
 def _head_place(spec: Spec | None) -> tuple[str | None, int | None]:
@@ -250,7 +295,7 @@ def _judge(module: str, spec_path: str, repeat: tuple[int, int], file: str | Non
     else:
         error, cosine = math.inf, 0.0
     passed = (finite and (tolerance.max_error is None or error <= tolerance.max_error)
-              and cosine >= tolerance.min_cosine)
+              and (tolerance.min_cosine is None or cosine >= tolerance.min_cosine))
     overflow = precision == "fp16" and (not finite or max(peak, candidate_peak) > FP16_MAX)
     return BlockRow(module, spec_path, repeat, file, line, error, cosine, peak, candidate_peak, finite,
                     overflow, passed)

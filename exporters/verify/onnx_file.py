@@ -14,7 +14,7 @@ from exporters.contract import META_SPEC_HASH, META_SPEC_NAME, BackendName, Batc
 from exporters.onnx.export import export_onnx, load_onnx, metadata_of, onnx_precision, read_profile, to_fp16
 from exporters.runner import TorchRunner
 from exporters.verify.checks import Target, VerificationResult, run_checks
-from exporters.verify.compare import tolerance_for
+from exporters.verify.compare import DEFAULT_TOLERANCES, tolerance_for
 from exporters.verify.diagnosis import explain_targets
 from exporters.verify.reference import reference_model
 from xception_build.errors import UserError
@@ -26,11 +26,14 @@ def verify_onnx_file(onnx_path: str | Path, spec_path: str | Path, weights: str 
                      overrides: Sequence[str] = (), batches: Sequence[int] | None = None,
                      tolerance: Mapping[str, float] | None = None, seed: int = 0,
                      backends: Sequence[BackendName] | None = None,
-                     data: DataSource | None = None, explain: bool = False) -> VerificationResult:
+                     data: DataSource | None = None, explain: bool = False,
+                     judge_synthetic: bool = False) -> VerificationResult:
     """Check an ``.onnx`` from anywhere against a spec and weights; on failure, name weights that differ.
 
     An int8 file is judged on the held-out images of ``data`` (``--data``); without them it is not
-    verified."""
+    verified; on synthetic ones it is not judged, unless ``judge_synthetic``. ``tolerance``
+    overrides bounds of the file's own precision; a backend that computes it at another precision
+    (bf16) is judged by that precision's defaults."""
     onnx_path = Path(onnx_path)
     proto = load_onnx(onnx_path)
     spec = load_spec(spec_path, overrides)
@@ -49,14 +52,21 @@ def verify_onnx_file(onnx_path: str | Path, spec_path: str | Path, weights: str 
     if batches is None:
         batches = profile.check_batches() if profile is not None else (1, 2)
     precision = onnx_precision(proto)
+    if data is not None and precision != "int8":
+        raise UserError(f"--data goes with an int8 file; {onnx_path} is {precision}, judged on seeded inputs")
+    if judge_synthetic and (data is None or not data.synthetic):
+        raise UserError("--judge-synthetic goes with an int8 --onnx file and --data synthetic: real held-out images "
+                        "are always judged")
     held_out = load_images(data, spec)[1] if precision == "int8" and data is not None else None
-    tolerances = {precision: tolerance_for(precision, tolerance)}
+    tolerances = {**DEFAULT_TOLERANCES, precision: tolerance_for(precision, tolerance)}
     targets = [Target(onnx_path, "onnx", precision)]
     result = run_checks(TorchRunner(model, input_size), targets, batches=batches, seed=seed, backends=backends,
-                        tolerances=tolerances, held_out=held_out,
+                        tolerances=tolerances, held_out=held_out, judge_synthetic=judge_synthetic,
                         no_held_out="an int8 file is judged on held-out images: give --data DATA")
     if result.failed:
-        result.notes += _other_spec(metadata, spec, spec_path) + differing_weights(proto, precision, model, input_size)
+        result.notes += _other_spec(metadata, spec, spec_path)
+        if precision != "int8":  # quantized weights never equal a fresh export's float ones: nothing to name
+            result.notes += differing_weights(proto, precision, model, input_size)
     explain_targets(result, targets, model, batches=batches, seed=seed, tolerances=tolerances, held_out=held_out,
                     spec=spec, always=explain)
     return result

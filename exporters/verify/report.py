@@ -117,21 +117,37 @@ class StatisticRow(NamedTuple):
 
 def int8_statistics(output: OutputComparison, tolerance: Tolerance) -> list[StatisticRow]:
     """The statistics of one int8 output judged on held-out images: the one place the HTML report
-    and the markdown summary take them from (a new statistic is a new row here)."""
+    and the markdown summary take them from (a new statistic is a new row here). What the verdict
+    rests on comes first -- the accuracy drop with its bounds, the agreement on confident images
+    with its bounds, each with its outcome -- then the evidence that is reported, not judged."""
     rows = [StatisticRow("held-out images", str(output.shape[0]) if output.shape else "-", "")]
-    drop = output.accuracy_drop
+    drop = output.drop
     if drop is not None:
-        bound = "" if tolerance.max_accuracy_drop is None else f"<= {100 * tolerance.max_accuracy_drop:g} points"
         rows += [StatisticRow("accuracy, PyTorch reference", _pct(output.accuracy_reference, 2), ""),
                  StatisticRow("accuracy, this artifact", _pct(output.accuracy_candidate, 2), ""),
-                 StatisticRow("accuracy drop", f"{100 * drop:.2f} points", bound)]
-    else:
+                 StatisticRow("accuracy drop (judged)",
+                              f"{100 * drop.drop:.2f} points, {_pct(drop.confidence, 0)} bounds "
+                              f"{100 * drop.lower:.2f}..{100 * drop.upper:.2f} ({drop.changed} changed class: "
+                              f"{drop.worse} to wrong, {drop.better} to right)",
+                              f"<= {100 * drop.tolerance:g} points: {drop.outcome}"
+                              + (f", about {drop.images_needed:,} images would decide" if drop.images_needed
+                                 else ""))]
+    elif output.accuracy_drop is None:
         rows.append(StatisticRow("accuracy", "not judged: the images have no labels", ""))
-    rows += [StatisticRow("top-1 agreement with the reference", _pct(output.top1), f">= {_pct(tolerance.min_top1)}"),
+    agreement = output.agreement
+    if agreement is not None:
+        rows.append(StatisticRow(
+            "top-1 agreement on confident images (judged)",
+            f"{_pct(agreement.agreement)} of {agreement.confident} confident of {agreement.samples}"
+            + (f", {_pct(agreement.confidence, 0)} bounds {_pct(agreement.lower)}..{_pct(agreement.upper)}"
+               if agreement.sampled else ""),
+            f">= {_pct(agreement.minimum)}: {agreement.outcome}"
+            + (f", about {agreement.images_needed:,} images would decide" if agreement.images_needed else "")))
+    rows += [StatisticRow("top-1 agreement, every image (evidence)", _pct(output.top1), ""),
              StatisticRow("top-5 containment of the reference's class", _pct(output.top5),
-                          f">= {_pct(tolerance.min_top5)}"),
+                          "" if tolerance.min_top5 is None else f">= {_pct(tolerance.min_top5)}"),
              StatisticRow("cosine similarity (mean per image)", f"{output.cosine:.6f}",
-                          f">= {tolerance.min_cosine:g}")]
+                          "" if tolerance.min_cosine is None else f">= {tolerance.min_cosine:g}")]
     return rows
 
 
@@ -463,7 +479,7 @@ def _curve_series(explanation: Explanation) -> list[_Series]:
                 [r.error if r.finite else math.inf for r in rows], tol.max_error),
         _Series("1-cosine", "1 - cosine (mean per sample)", COSINE_COLOR,
                 [1.0 - r.cosine if r.finite else math.inf for r in rows],
-                1.0 - tol.min_cosine if tol.min_cosine > 0 else None),
+                1.0 - tol.min_cosine if tol.min_cosine is not None and tol.min_cosine > 0 else None),
     ]
 
 

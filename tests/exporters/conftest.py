@@ -78,6 +78,22 @@ def export_copy(cifar_export: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(image folder, weights of the CIFAR spec trained on it for two epochs by examples/train.py),
+    once per worker: 400 training and 300 held-out images (so int8 can be judged on 256 of them)."""
+    from image_folders import make_image_folder
+    from launch import EXAMPLE, explain, python
+
+    root = tmp_path_factory.mktemp("int8")
+    data = make_image_folder(root / "images", train=40, val=30)
+    weights = root / "trained.safetensors"
+    done = python(EXAMPLE, CIFAR, "--data", data, "--epochs", "2", "--batch-size", "32", "--device", "cpu",
+                  "--workers", "0", "--recipe", "modern", "--out", weights, "--no-progress", timeout=1200)
+    assert done.returncode == 0, explain(done)
+    return data, weights
+
+
+@pytest.fixture(scope="session")
 def digest() -> Callable[[Path], dict[str, str]]:
     """sha256 of every file under a folder (hidden files included), to prove it was left intact."""
 

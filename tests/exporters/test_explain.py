@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -168,17 +169,22 @@ def test_a_map_naming_tensors_the_file_lacks_is_a_clean_user_error(model: Xcepti
     assert "'no_such_tensor'" in str(error.value) and entries[3]["module"] in str(error.value)
 
 
-def test_int8_sensitivity_ranks_blocks_by_what_each_adds() -> None:
-    """On a curve flat but for two steps, the steps rank first, the larger one on top."""
+def test_int8_sensitivity_ranks_blocks_by_how_much_each_multiplies_the_loss() -> None:
+    """On a curve flat but for three steps, the steps rank first, by the factor each grows 1 - cosine by;
+    a block that doubles a loss already there ranks below one that starts it."""
     cosines = [1.0, 0.999, 0.999, 0.95, 0.95, 0.9, 0.9]
     rows = [BlockRow(f"b{i}", f"entry.blocks[{i}]", (1, 1), None, None, 0.0, c, 1.0, 1.0, True, False, c >= 0.99)
             for i, c in enumerate(cosines)]
     result = Explanation("model.int8.onnx", "int8", DEFAULT_TOLERANCES["int8"], 4, rows)
     ranked = result.sensitivity(top=3)
-    assert [r.module for r, _ in ranked] == ["b5", "b3", "b1"]
-    assert [round(added, 6) for _, added in ranked] == [0.05, 0.049, 0.001]
+    assert [r.module for r, _ in ranked] == ["b1", "b3", "b5"]
+    floor = 1e-9  # the first block is exact: the floor is LOSS_FLOOR
+    expected = [math.log((0.001 + floor) / floor), math.log((0.05 + floor) / (0.001 + floor)),
+                math.log((0.1 + floor) / (0.05 + floor))]
+    assert [added for _, added in ranked] == pytest.approx(expected, rel=1e-6)
     assert [line.split(":")[0] for line in result.findings()] == [
         "first divergence", "int8 loss #1", "int8 loss #2", "int8 loss #3", "int8 loss #4", "int8 loss #5"]
+    assert "1 - cosine 0.001 -> 0.05" in result.findings()[2]
 
 
 def test_an_int8_export_with_one_quantized_block_is_explained_from_that_block_on(
@@ -198,9 +204,14 @@ def test_an_int8_export_with_one_quantized_block_is_explained_from_that_block_on
     ranked = result.sensitivity(top=len(result.rows))
     assert sorted(r.module for r, _ in ranked) == sorted(modules)
     assert [a for _, a in ranked] == sorted((a for _, a in ranked), reverse=True)
-    assert sum(a for _, a in ranked) == pytest.approx(1 - result.rows[-1].cosine, abs=1e-9)
-    assert "middle.blocks.2" in [r.module for r, _ in result.sensitivity(top=3)]
-    lines = result.findings(top=3)
-    assert [line.split(":")[0] for line in lines[1:]] == ["int8 loss #1", "int8 loss #2", "int8 loss #3"]
+    losses = [max(1 - r.cosine, 0.0) for r in result.rows]
+    floor = max(losses[0], 1e-9)
+    assert sum(a for _, a in ranked) == pytest.approx(math.log((losses[-1] + floor) / floor), abs=1e-6)
+    # the one quantized block, and the one before it whose output is quantized as its input, start the loss
+    assert {r.module for r, _ in ranked[:2]} == {"middle.blocks.1", "middle.blocks.2"}
+    lines = result.findings(top=3)  # no per-block tolerance for int8: never "no block leaves the tolerance"
+    assert [line.split(":")[0] for line in lines] == ["int8 loss #1", "int8 loss #2", "int8 loss #3"]
+    ranks = [line.split()[-1] for line in result.table().splitlines()[1:]]
+    assert ranks[modules.index(ranked[0][0].module)] == "#1" and ranks.count("-") == len(modules) - 5
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert [entry["module"] for entry in data["sensitivity"]] == [r.module for r, _ in ranked[:5]]

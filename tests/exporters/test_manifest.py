@@ -95,7 +95,8 @@ def test_manifest_of_a_newer_format_is_a_clean_user_error(export_copy: Path,
 @pytest.mark.parametrize(("content", "message"), [
     ("{not json", "not a readable JSON manifest"),
     ("[1, 2]", "no integer format_version"),
-    ('{"format_version": 2, "tool": {}}', "malformed manifest at versions"),
+    ('{"format_version": 3, "tool": {}}', "malformed manifest at versions"),
+    ('{"format_version": 2, "tool": {}}', r"records fixed-threshold tolerances \(int8: 99 % top-1 agreement"),
     ('{"format_version": 1, "tool": {}}', r"records absolute tolerances \(atol/rtol\)"),
 ])
 def test_broken_manifest_is_a_clean_user_error(export_copy: Path, content: str, message: str) -> None:
