@@ -19,7 +19,15 @@ import pytest
 import torch
 
 from exporters.backends import ArtifactBackend
-from exporters.contract import INPUT_NAME, OUTPUT_NAME, BatchProfile, ComputePrecision, TensorSpec
+from exporters.contract import (
+    DEFAULT_RUN_SETTINGS,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    BatchProfile,
+    ComputePrecision,
+    RunSettings,
+    TensorSpec,
+)
 from exporters.runner import Runner, TorchRunner
 from exporters.verify.checks import Target, VerificationResult, run_checks
 from exporters.verify.compare import DEFAULT_TOLERANCES
@@ -62,7 +70,7 @@ class DoubleBackend(ArtifactBackend):
     def unavailable(self) -> str | None:
         return None
 
-    def runner(self, path: Path, *, threads: int = 0) -> Runner:
+    def runner(self, path: Path, settings: RunSettings = DEFAULT_RUN_SETTINGS) -> Runner:
         return self.make()
 
 

@@ -207,11 +207,17 @@ def test_the_reports_show_the_int8_statistics_of_the_held_out_images(int8_export
 
     def expected(result: dict[str, Any]) -> dict[str, str]:
         (out,) = result["outputs"]
+        drop, agreement = out["drop"], out["agreement"]
         return {"held-out images": "200",
                 "accuracy, PyTorch reference": f"{out['accuracy_reference']:.2%}",
                 "accuracy, this artifact": f"{out['accuracy_candidate']:.2%}",
-                "accuracy drop": f"{100 * out['accuracy_drop']:.2f} points",
-                "top-1 agreement with the reference": f"{out['top1']:.1%}",
+                "accuracy drop (judged)": f"{100 * drop['drop']:.2f} points, 95% bounds {100 * drop['lower']:.2f}.."
+                                          f"{100 * drop['upper']:.2f} ({drop['changed']} changed class: "
+                                          f"{drop['worse']} to wrong, {drop['better']} to right)",
+                "top-1 agreement on confident images (judged)":
+                    f"{agreement['agreement']:.1%} of {agreement['confident']} confident of {agreement['samples']}, "
+                    f"95% bounds {agreement['lower']:.1%}..{agreement['upper']:.1%}",
+                "top-1 agreement, every image (evidence)": f"{out['top1']:.1%}",
                 "top-5 containment of the reference's class": f"{out['top5']:.1%}",
                 "cosine similarity (mean per image)": f"{out['cosine']:.6f}"}
 
@@ -222,7 +228,9 @@ def test_the_reports_show_the_int8_statistics_of_the_held_out_images(int8_export
     cells = [html.unescape(c) for c in re.findall(r"<td[^>]*>([^<]*)</td>", section)]
     shown = dict(zip(cells[0::3], cells[1::3], strict=True))
     assert shown == expected(judged)
-    assert dict(zip(cells[0::3], cells[2::3], strict=True))["accuracy drop"] == "<= 1 points"
+    outcome = judged["outputs"][0]["drop"]["outcome"]
+    assert dict(zip(cells[0::3], cells[2::3], strict=True))["accuracy drop (judged)"].startswith(
+        f"<= 1 points: {outcome}")
 
     summary = tmp_path / "summary.md"
     verified = run("verify", int8_export, "--json", "--summary", summary)
