@@ -17,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 import pytest
 from click.testing import Result
-from onnx import numpy_helper
+from tampering import drift_block
 
 from exporters.verify.compare import DEFAULT_TOLERANCES
 from exporters.verify.explain import BlockRow, Explanation
@@ -106,19 +105,6 @@ def assert_plot_matches(page: _Elements, explanation: dict[str, Any]) -> None:
         assert heights == sorted(heights, reverse=True), series  # log scale: a larger value is drawn higher
 
 
-def _drifted(source: Path, target: Path, module: str) -> None:
-    """One weight tensor of one block off by 1 %, found through the file's block map."""
-    from exporters.onnx.blocks import read_blocks
-
-    proto = onnx.load(source)
-    block = next(b for b in read_blocks(proto) if b.module == module)
-    inputs = {i for n in proto.graph.node if n.name in block.nodes for i in n.input}
-    tensor = max((t for t in proto.graph.initializer if t.name in inputs and len(t.dims) == 4),
-                 key=lambda t: int(np.prod(t.dims)))
-    tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * np.float32(1.01), tensor.name))
-    onnx.save(proto, target)
-
-
 @pytest.fixture(scope="module")
 def explained(cifar_export: Path, tmp_path_factory: pytest.TempPathFactory, run: Callable[..., Result],
               digest: Callable[[Path], dict[str, str]]) -> tuple[Path, dict[str, Any], Path]:
@@ -139,7 +125,7 @@ def diverged(cifar_export: Path, cifar_weights: Path, tmp_path_factory: pytest.T
     """A user-brought ONNX with one block's weights 1 % off, verified with --explain: exit 1."""
     folder = tmp_path_factory.mktemp("diverged")
     drifted, report, summary = folder / "drifted.onnx", folder / "fail.htm", folder / "summary.md"
-    _drifted(cifar_export / "model.onnx", drifted, "middle.blocks.1")
+    drift_block(cifar_export / "model.onnx", drifted, "middle.blocks.1")
     result = run("verify", "--onnx", drifted, "--spec", CIFAR, "--weights", cifar_weights, "--explain", "--json",
                  "--report", report, "--summary", summary)
     assert result.exit_code == 1, result.output

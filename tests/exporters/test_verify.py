@@ -13,6 +13,7 @@ import pytest
 import torch
 from click.testing import Result
 from onnx import numpy_helper
+from tampering import drift_block
 
 from exporters.onnx.runtime import onnxruntime_unavailable
 from exporters.verify.checks import VerificationResult, seeded_input
@@ -223,24 +224,11 @@ def test_random_batchnorm_statistics_with_huge_logits_pass(tmp_path: Path) -> No
     assert max(c.outputs[0].max_abs for c in result.comparisons) > 1e-4  # an absolute atol would have failed it
 
 
-def _drift_block(source: Path, target: Path, module: str) -> None:
-    """One weight tensor of one block off by 1 %, found through the export's block map."""
-    from exporters.onnx.blocks import read_blocks
-
-    proto = onnx.load(source)
-    block = next(b for b in read_blocks(proto) if b.module == module)
-    inputs = {i for n in proto.graph.node if n.name in block.nodes for i in n.input}
-    tensor = max((t for t in proto.graph.initializer if t.name in inputs and len(t.dims) == 4),
-                 key=lambda t: int(np.prod(t.dims)))
-    tensor.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(tensor) * np.float32(1.01), tensor.name))
-    onnx.save(proto, target)
-
-
 def test_a_drifted_block_is_named_by_verify_without_asking(export_copy: Path, run: Callable[..., Result]) -> None:
     """The numbers fail; the report says where: module, spec path, repeat and the spec line."""
     from exporters.manifest import describe, read_manifest, write_manifest
 
-    _drift_block(export_copy / "model.onnx", export_copy / "model.onnx", "middle.blocks.1")
+    drift_block(export_copy / "model.onnx", export_copy / "model.onnx", "middle.blocks.1")
     manifest = read_manifest(export_copy)  # as if the exporter itself had written the drifted file
     artifacts = [describe(export_copy, a.path, a.kind, a.precision) if a.path == "model.onnx" else a
                  for a in manifest.artifacts]
