@@ -29,7 +29,7 @@ from exporters.bench.profiled import KernelTime, ProfiledCall, ProfileJob, tagge
 from exporters.contract import INPUT_NAME
 from exporters.onnx.blocks import GraphNode, attribute, tagged_owner, untagged
 from exporters.onnx.export import serialize
-from exporters.openvino.ir import load_openvino, write_ir
+from exporters.openvino.ir import openvino_core, write_ir
 from exporters.openvino.runtime import compile_config
 
 #: executed-layer statuses that took no time in the call
@@ -42,8 +42,7 @@ def profile_openvino(job: ProfileJob) -> list[ProfiledCall]:
     """Run the ``job.precision`` IR of ``job.files`` under OpenVINO's per-layer counters."""
     path = job.files.onnx(job.precision, openvino=True)
     owners, tagged = tagged_file(path, job.model.plan)
-    ov = load_openvino()
-    core = ov.Core()
+    core = openvino_core()
     config = {**compile_config(job.settings.openvino_precision, job.settings.threads or 0), "PERF_COUNT": "YES"}
     with tempfile.TemporaryDirectory(prefix="xbuild-profile-") as name:
         folder = Path(name)

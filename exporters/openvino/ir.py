@@ -20,11 +20,12 @@ IR from another release with one line, as the engine of another TensorRT version
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
-from pathlib import Path
+from pathlib import Path, PurePath
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from exporters.contract import META_BATCH_PROFILE, META_PRECISION, META_SPEC_HASH, META_SPEC_NAME
 from xception_build.errors import BackendUnavailable, UserError
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 INSTALL_HINT = "pip install 'xception-build[cpu]' (or 'xception-build[openvino]'), which installs the openvino package"
 #: the rt_info key save_model writes the OpenVINO release under
 RUNTIME_KEY = "OpenVINO Runtime"
+PathT = TypeVar("PathT", bound=PurePath)
 _RELEASE = re.compile(r"^(\d+)\.(\d+)\.(\d+)")
 
 
@@ -49,15 +51,24 @@ def load_openvino() -> ModuleType:
     return openvino
 
 
+@functools.cache
+def openvino_core() -> ov.Core:
+    """The process's one ``openvino.Core``: creating one loads the device plugins, and every IR is
+    read, written and compiled through it."""
+    return load_openvino().Core()
+
+
+@functools.cache
 def openvino_unavailable() -> str | None:
-    """Why OpenVINO cannot run here (one line), or ``None`` when it can."""
+    """Why OpenVINO cannot run here (one line), or ``None`` when it can (asked once per process:
+    verification asks for every artifact)."""
     try:
-        ov = load_openvino()
+        load_openvino()
     except ImportError:
         return f"openvino is not installed: {INSTALL_HINT}"
     except Exception as exc:  # a broken install: the shared library does not load
         return f"openvino does not import here ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
-    if "CPU" not in ov.Core().available_devices:
+    if "CPU" not in openvino_core().available_devices:
         return "OpenVINO's CPU plugin is not available in this openvino install"
     return None
 
@@ -79,7 +90,7 @@ def installed_version() -> str:
     return str(load_openvino().get_version())
 
 
-def weights_path(xml: Path) -> Path:
+def weights_path(xml: PathT) -> PathT:
     """The ``.bin`` an IR's ``.xml`` reads its weights from (same name, beside it)."""
     return xml.with_suffix(".bin")
 
@@ -87,16 +98,13 @@ def weights_path(xml: Path) -> Path:
 def write_ir(onnx_path: Path, xml: Path) -> None:
     """Write the IR of the ONNX file at ``onnx_path`` to ``xml`` and its ``.bin`` beside it."""
     require_openvino()
-    ov = load_openvino()
-    model = ov.Core().read_model(str(onnx_path))
-    ov.save_model(model, str(xml), compress_to_fp16=False)
+    model = openvino_core().read_model(str(onnx_path))
+    load_openvino().save_model(model, str(xml), compress_to_fp16=False)
 
 
 def read_ir(xml: Path) -> ov.Model:
     """Read an IR, or raise one clean :class:`UserError` saying why it cannot be run here: a missing
     ``.bin``, an IR written by another OpenVINO release, a file OpenVINO cannot parse."""
-    ov = load_openvino()
-
     if not xml.is_file():
         raise UserError(f"{xml}: no such OpenVINO IR file")
     weights = weights_path(xml)
@@ -104,7 +112,7 @@ def read_ir(xml: Path) -> ov.Model:
         raise UserError(f"{xml}: its weights file {weights.name} is missing (an IR is the .xml and the .bin "
                         "beside it)", hint="copy both files, or re-export with xbuild export --openvino")
     try:
-        model = ov.Core().read_model(str(xml), str(weights))
+        model = openvino_core().read_model(str(xml), str(weights))
     except RuntimeError as exc:
         first = next((line for line in str(exc).splitlines() if line.strip()), "unknown error")
         raise UserError(f"{xml}: OpenVINO {installed_version()} cannot read this IR: {first[:300]}") from exc

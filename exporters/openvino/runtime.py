@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from exporters.contract import META_BATCH_PROFILE, META_PRECISION, BatchProfile, OpenVINOPrecision, TensorSpec
+from exporters.contract import META_PRECISION, BatchProfile, OpenVINOPrecision, TensorSpec
 from exporters.onnx.export import read_profile
-from exporters.openvino.ir import ir_metadata, load_openvino, read_ir, require_openvino
+from exporters.openvino.ir import ir_metadata, openvino_core, read_ir, require_openvino
 from exporters.runner import Runner
 from xception_build.errors import BackendUnavailable
 
@@ -55,9 +55,8 @@ class OpenVINORunner(Runner):
 
     def _load(self) -> tuple[tuple[TensorSpec, ...], BatchProfile | None]:
         require_openvino()
-        ov = load_openvino()
         model = read_ir(self.path)
-        compiled = ov.Core().compile_model(model, "CPU", compile_config(self.precision, self.threads))
+        compiled = openvino_core().compile_model(model, "CPU", compile_config(self.precision, self.threads))
         ran = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()
         if self.precision == "bf16" and ran != "bf16":
             raise BackendUnavailable(f"--openvino-precision bf16: OpenVINO runs {ran} on this CPU (no AMX or "
@@ -73,8 +72,7 @@ class OpenVINORunner(Runner):
         inputs = tuple(TensorSpec(port.get_any_name(), _DTYPES.get(port.get_element_type().get_type_name(), "?"),
                                   tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape()))
                        for port in model.inputs)
-        profile = read_profile({META_BATCH_PROFILE: metadata[META_BATCH_PROFILE]} if META_BATCH_PROFILE in metadata
-                               else {}, inputs[0].shape)
+        profile = read_profile(metadata, inputs[0].shape)
         self._request = compiled.create_infer_request()
         self._output_names = [port.get_any_name() for port in compiled.outputs]
         return inputs, profile

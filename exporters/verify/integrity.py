@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from exporters.contract import META_SPEC_HASH, META_SPEC_NAME, model_kind
 from exporters.manifest import MANIFEST_NAME, Artifact, Manifest
+from exporters.openvino.ir import weights_path
 from xception_build.files import sha256_file
 
 #: what an artifact of an export looks like, for files the manifest does not list
@@ -60,14 +61,20 @@ def unsafe_path(directory: Path, relative: str) -> str | None:
     return None
 
 
+def _ir_weights(manifest: Manifest, xml: str) -> tuple[str, bool]:
+    """The ``.bin`` the IR ``xml`` reads, and whether the manifest lists it as its weights."""
+    weights = str(weights_path(PurePosixPath(xml)))
+    return weights, any(a.path == weights and a.kind == "openvino-weights" for a in manifest.artifacts)
+
+
 def companion_files(manifest: Manifest, path: str) -> list[str]:
     """The listed files a model artifact reads besides itself (an IR's ``.bin``): it can be run only
     when they pass their checks too."""
     art = next((a for a in manifest.artifacts if a.path == path), None)
     if art is None or art.kind != "openvino-ir":
         return []
-    weights = str(PurePosixPath(path).with_suffix(".bin"))
-    return [a.path for a in manifest.artifacts if a.path == weights and a.kind == "openvino-weights"]
+    weights, listed = _ir_weights(manifest, path)
+    return [weights] if listed else []
 
 
 def manifest_problems(manifest: Manifest) -> list[str]:
@@ -83,8 +90,8 @@ def manifest_problems(manifest: Manifest) -> list[str]:
     paths = [a.path for a in manifest.artifacts]
     for art in manifest.artifacts:
         if art.kind == "openvino-ir":
-            weights = str(PurePosixPath(art.path).with_suffix(".bin"))
-            if not any(a.path == weights and a.kind == "openvino-weights" for a in manifest.artifacts):
+            weights, listed = _ir_weights(manifest, art.path)
+            if not listed:
                 problems.append(f"lists the OpenVINO IR {art.path} without its weights file {weights} "
                                 "(openvino-weights): the IR cannot be checked whole")
     repeated = sorted({p for p in paths if paths.count(p) > 1})
